@@ -1,0 +1,1 @@
+"""vocalis asr (filled in by later issues)."""

@@ -1,0 +1,237 @@
+"""Everything about audio lives here: loading, resampling, loudness, saving, and the one
+log-mel definition every model uses. Models only ever see ready tensors.
+
+Waveforms are float32 tensors shaped (C, T) with samples in [-1, 1]; batches are (B, C, T)
+or (B, T). Loading goes through libsndfile (wav, flac, ogg/vorbis, opus, mp3, aiff, ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from core.errors import AudioError
+from core.io import atomic_path
+
+SAVE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Read the header only: rate, channels, length. Raises AudioError if unreadable."""
+    path = _existing_file(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"cannot read audio '{path}': {_sf_reason(e)}") from None
+    return AudioInfo(
+        str(path), info.samplerate, info.channels, info.frames, info.format, info.subtype
+    )
+
+
+def load_audio(
+    path: str | os.PathLike,
+    sample_rate: int | None = None,
+    *,
+    mono: bool = True,
+    min_seconds: float = 0.0,
+) -> tuple[torch.Tensor, int]:
+    """Load a file as float32 (C, T), optionally downmixed and resampled.
+
+    Returns (waveform, sample_rate). Missing, unreadable, empty, non-finite or too-short
+    audio raises AudioError with a message naming the file and the problem.
+    """
+    path = _existing_file(path)
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"cannot read audio '{path}': {_sf_reason(e)}") from None
+    wav = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, T)
+    check_audio(wav, rate, name=str(path), min_seconds=min_seconds)
+    if mono:
+        wav = wav.mean(dim=0, keepdim=True)
+    if sample_rate is not None and sample_rate != rate:
+        wav = resample(wav, rate, sample_rate)
+        rate = sample_rate
+    return wav, rate
+
+
+def check_audio(
+    wav: torch.Tensor, sample_rate: int, *, name: str = "audio", min_seconds: float = 0.0
+) -> None:
+    """Raise AudioError for empty, non-finite or too-short audio."""
+    if wav.numel() == 0 or wav.shape[-1] == 0:
+        raise AudioError(f"{name} contains no samples")
+    if not torch.isfinite(wav).all():
+        raise AudioError(f"{name} contains NaN or infinite samples")
+    seconds = wav.shape[-1] / sample_rate
+    if seconds < min_seconds:
+        raise AudioError(f"{name} is {seconds:.3f} s long; at least {min_seconds:g} s is needed")
+
+
+def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Band-limited sinc resampling along the last axis."""
+    if orig_rate <= 0 or new_rate <= 0:
+        raise AudioError(f"sample rates must be positive, got {orig_rate} and {new_rate}")
+    if orig_rate == new_rate:
+        return wav
+    return AF.resample(wav, orig_rate, new_rate)
+
+
+def loudness(wav: torch.Tensor, sample_rate: int) -> float:
+    """Integrated loudness in LUFS (ITU-R BS.1770-4, gated) of a (C, T) waveform.
+
+    Clips shorter than one 400 ms gating block fall back to K-weighting-free RMS in dBFS.
+    Digital silence gives -inf.
+    """
+    wav = wav if wav.dim() == 2 else wav.reshape(1, -1)
+    if wav.shape[-1] >= int(0.4 * sample_rate):
+        value = float(AF.loudness(wav.double(), sample_rate))
+        if math.isfinite(value):
+            return value
+    rms = float(wav.double().pow(2).mean().sqrt())
+    return 20 * math.log10(rms) - 0.691 if rms > 0 else -math.inf
+
+
+def normalize_loudness(
+    wav: torch.Tensor, sample_rate: int, target_lufs: float = -23.0, peak: float = 0.99
+) -> torch.Tensor:
+    """Scale to `target_lufs`, then lower the gain if a sample would exceed `peak`.
+
+    Silence is returned unchanged (it has no loudness to match).
+    """
+    current = loudness(wav, sample_rate)
+    if not math.isfinite(current):
+        return wav
+    gain = 10.0 ** ((target_lufs - current) / 20.0)
+    max_abs = float(wav.abs().max())
+    if max_abs * gain > peak:
+        gain = peak / max_abs
+    return wav * gain
+
+
+def save_audio(
+    path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, *, subtype: str = "PCM_16"
+) -> Path:
+    """Write (C, T) or (T,) audio as .wav or .flac, atomically. Samples are clipped to [-1, 1]."""
+    path = Path(path)
+    fmt = SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(f"cannot save '{path}': use one of {', '.join(SAVE_FORMATS)}")
+    wav = wav.detach().float().cpu()
+    wav = wav.reshape(1, -1) if wav.dim() == 1 else wav
+    if wav.dim() != 2:
+        raise AudioError(
+            f"cannot save '{path}': expected (channels, samples), got {tuple(wav.shape)}"
+        )
+    check_audio(wav, sample_rate, name=f"audio for '{path}'")
+    data = wav.clamp(-1.0, 1.0).T.numpy()  # (T, C)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, sample_rate, format=fmt, subtype=subtype)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# Log-mel: one definition, used by the ASR front end, the codec's mel losses and the TTS.
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """A mel spectrogram; the default is the 16 kHz, 10 ms hop, 80-band ASR front end."""
+
+    sample_rate: int = 16000
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 80
+    f_min: float = 0.0
+    f_max: float | None = None  # None means sample_rate / 2
+
+
+ASR_MEL = MelConfig()
+
+
+@functools.lru_cache(maxsize=32)
+def _mel_filters(config: MelConfig) -> torch.Tensor:
+    f_max = config.f_max if config.f_max is not None else config.sample_rate / 2
+    fb = AF.melscale_fbanks(
+        n_freqs=config.n_fft // 2 + 1,
+        f_min=config.f_min,
+        f_max=f_max,
+        n_mels=config.n_mels,
+        sample_rate=config.sample_rate,
+        norm="slaney",
+        mel_scale="slaney",
+    )  # (F, M)
+    return fb.T.contiguous()  # (M, F)
+
+
+@functools.lru_cache(maxsize=32)
+def _window(n_fft: int) -> torch.Tensor:
+    return torch.hann_window(n_fft)
+
+
+def mel_spectrogram(wav: torch.Tensor, config: MelConfig = ASR_MEL) -> torch.Tensor:
+    """Mel power spectrogram: (..., T) -> (..., n_mels, T // hop_length).
+
+    Centred STFT with a Hann window; the last frame is dropped so that the frame count is
+    exactly T // hop_length (every hop of audio is one frame).
+    """
+    shape = wav.shape
+    x = wav.reshape(-1, shape[-1]).float()
+    window = _window(config.n_fft).to(x.device)
+    spec = torch.stft(
+        x, config.n_fft, config.hop_length, window=window, center=True, return_complex=True
+    )  # (N, F, frames + 1)
+    power = spec[..., :-1].abs().pow(2)
+    mel = _mel_filters(config).to(x.device) @ power  # (N, M, frames)
+    return mel.reshape(*shape[:-1], config.n_mels, mel.shape[-1])
+
+
+def log_mel(
+    wav: torch.Tensor, config: MelConfig = ASR_MEL, *, floor: float = 1e-10
+) -> torch.Tensor:
+    """log10 of the mel power spectrogram, floored at `floor`: (..., T) -> (..., M, frames)."""
+    return mel_spectrogram(wav, config).clamp(min=floor).log10()
+
+
+def normalize_log_mel(logmel: torch.Tensor, dynamic_range: float = 8.0) -> torch.Tensor:
+    """Whisper's scaling of a log-mel: keep `dynamic_range` decades below each example's
+    peak, then map to roughly [-1, 1]. Works on (M, F) or batched (..., M, F)."""
+    peak = logmel.amax(dim=(-2, -1), keepdim=True)
+    return (torch.maximum(logmel, peak - dynamic_range) + 4.0) / 4.0
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"no such audio file: '{path}'")
+    if not path.is_file():
+        raise AudioError(f"not a file: '{path}'")
+    return path
+
+
+def _sf_reason(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    # libsndfile prefixes its message with "Error opening '<path>': "; keep only the reason.
+    return text.split(": ", 1)[-1] if text.startswith("Error opening") else text

@@ -1,0 +1,282 @@
+"""One checkpoint format for every vocalis model, with no pickle anywhere.
+
+A model checkpoint is a pair of files with one stem:
+
+    name.safetensors   the weights (optionally stored as fp16)
+    name.json          {"format": "vocalis-checkpoint", "version": 1, "kind": "codec",
+                        "dims": {...the model's frozen dimensions dataclass...},
+                        "training": {...a summary: data, steps, hardware, time...},
+                        "weights_sha256": "..."}
+
+The JSON is also embedded in the safetensors header, so the weights file alone is enough
+to load; the side file is there for people and tools that read JSON. Both are written
+atomically. Loading checks the kind, the format version and every tensor's shape, and says
+exactly what does not match.
+
+Training state (optimizer, schedule, step, RNG) is saved with `save_tree`: any nest of
+dicts, lists, tuples, numbers, strings and tensors, stored as safetensors plus a JSON
+skeleton that names each tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from core.errors import CheckpointError
+from core.io import atomic_path, write_bytes_atomic, write_json_atomic
+
+FORMAT = "vocalis-checkpoint"
+FORMAT_VERSION = 1
+_META_KEY = "vocalis"
+
+D = TypeVar("D")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCheckpoint:
+    kind: str
+    dims: Any  # the model's dimensions dataclass
+    state_dict: dict[str, torch.Tensor]
+    training: dict
+    path: Path
+
+
+# ---------------------------------------------------------------------------------------
+# Dimensions dataclasses <-> JSON
+
+
+def dims_to_dict(dims: Any) -> dict:
+    if not dataclasses.is_dataclass(dims) or isinstance(dims, type):
+        raise TypeError(f"model dimensions must be a dataclass instance, got {type(dims).__name__}")
+    return json.loads(json.dumps(dataclasses.asdict(dims)))
+
+
+def dims_from_dict(cls: type[D], data: dict) -> D:
+    """Build a (possibly nested) dimensions dataclass from JSON, checking the field names."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise CheckpointError(f"{cls.__name__}: unknown dimension(s) {', '.join(unknown)}")
+    hints = typing.get_type_hints(cls)
+    values = {name: _from_json(hints[name], value) for name, value in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise CheckpointError(f"{cls.__name__}: {e}") from None
+
+
+def _from_json(hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return (
+            None if value is None else _from_json(options[0], value) if len(options) == 1 else value
+        )
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return dims_from_dict(hint, value)
+    if origin is tuple and isinstance(value, list):
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_from_json(args[0], v) for v in value)
+        return tuple(_from_json(a, v) for a, v in zip(args, value)) if args else tuple(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# Model checkpoints
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The (weights, json) pair for a stem or either file name."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def save_model(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    dims: Any,
+    *,
+    kind: str,
+    training: dict | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Save weights and metadata atomically; `dtype=torch.float16` stores floats as fp16."""
+    weights_path, json_path = checkpoint_paths(path)
+    tensors = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu")
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        tensors[name] = t.contiguous().clone()  # safetensors refuses shared storage
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "kind": kind,
+        "dims": dims_to_dict(dims),
+        "training": training or {},
+    }
+    data = safetensors_bytes(tensors, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+    write_bytes_atomic(weights_path, data)
+    write_json_atomic(json_path, {**meta, "weights_sha256": hashlib.sha256(data).hexdigest()})
+    return weights_path
+
+
+def read_model_checkpoint(
+    path: str | os.PathLike, *, kind: str, dims_cls: type[D]
+) -> ModelCheckpoint:
+    """Read weights and metadata, checking format, version and kind."""
+    weights_path, _ = checkpoint_paths(path)
+    if not weights_path.is_file():
+        raise CheckpointError(f"no checkpoint at '{weights_path}'")
+    meta, tensors = _read_safetensors(weights_path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"'{weights_path}' is not a vocalis checkpoint")
+    if meta.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"'{weights_path}' has checkpoint format version {meta.get('version')}; "
+            f"this vocalis reads version {FORMAT_VERSION}"
+        )
+    if meta.get("kind") != kind:
+        raise CheckpointError(
+            f"'{weights_path}' holds a '{meta.get('kind')}' model, not a '{kind}' model"
+        )
+    dims = dims_from_dict(dims_cls, meta.get("dims", {}))
+    return ModelCheckpoint(kind, dims, tensors, meta.get("training", {}), weights_path)
+
+
+def load_weights(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], *, source: str = "checkpoint"
+) -> None:
+    """Strict load that names missing, unexpected and mis-shaped tensors; casts dtypes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
+    problems = []
+    for label, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("shape mismatch", wrong),
+    ):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            problems.append(f"{label}: {', '.join(items[:5])}{more}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems))
+    with torch.no_grad():
+        for k, t in own.items():
+            t.copy_(state_dict[k].to(dtype=t.dtype))
+
+
+def load_model(
+    path: str | os.PathLike, model_cls: type, dims_cls: type, *, kind: str, device: str = "cpu"
+):
+    """Construct `model_cls(dims)` from a checkpoint and load its weights (eval mode)."""
+    ckpt = read_model_checkpoint(path, kind=kind, dims_cls=dims_cls)
+    model = model_cls(ckpt.dims)
+    load_weights(model, ckpt.state_dict, source=f"'{ckpt.path}'")
+    return model.to(device).eval()
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_META_KEY)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"cannot read '{path}': {' '.join(str(e).split())}") from None
+    try:
+        meta = json.loads(raw) if raw is not None else {}
+    except json.JSONDecodeError:
+        raise CheckpointError(f"'{path}' has corrupt metadata") from None
+    return meta, tensors
+
+
+# ---------------------------------------------------------------------------------------
+# Arbitrary state trees (optimizer, scheduler, RNG): safetensors + a JSON skeleton
+
+
+def save_tree(path: str | os.PathLike, tree: Any) -> None:
+    """Save a nest of dicts/lists/tuples/scalars/tensors as `path`.safetensors + `path`.json."""
+    weights_path, json_path = checkpoint_paths(path)
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _encode(tree, tensors)
+    write_bytes_atomic(weights_path, safetensors_bytes(tensors))
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps({"format": "vocalis-tree", "version": 1, "tree": skeleton}))
+
+
+def load_tree(path: str | os.PathLike) -> Any:
+    weights_path, json_path = checkpoint_paths(path)
+    for p in (weights_path, json_path):
+        if not p.is_file():
+            raise CheckpointError(f"missing training-state file '{p}'")
+    try:
+        doc = json.loads(json_path.read_text())
+        with safe_open(str(weights_path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise CheckpointError(
+            f"cannot read training state '{path}': {' '.join(str(e).split())}"
+        ) from None
+    if doc.get("format") != "vocalis-tree":
+        raise CheckpointError(f"'{json_path}' is not a vocalis training state")
+    return _decode(doc["tree"], tensors)
+
+
+def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().to("cpu").contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, tensors) for k, v in obj.items()}
+        return {"__items__": [[_encode(k, tensors), _encode(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"__float__": repr(obj)}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy arrays and scalars
+        return _encode(obj.tolist(), tensors)
+    raise TypeError(f"cannot store {type(obj).__name__} in a training state")
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__tuple__" in obj:
+        return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+    if "__items__" in obj:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__items__"]}
+    if "__float__" in obj:
+        return float(obj["__float__"])
+    return {k: _decode(v, tensors) for k, v in obj.items()}

@@ -1,0 +1,1 @@
+"""vocalis demos (filled in by later issues)."""

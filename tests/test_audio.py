@@ -1,0 +1,173 @@
+import math
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from core.audio import (
+    ASR_MEL,
+    MelConfig,
+    audio_info,
+    load_audio,
+    log_mel,
+    loudness,
+    mel_spectrogram,
+    normalize_log_mel,
+    normalize_loudness,
+    resample,
+    save_audio,
+)
+from core.errors import AudioError
+
+LJ_CLIP = Path(__file__).resolve().parents[2] / "shared/data/ljspeech/wavs/LJ001-0001.flac"
+
+
+def _tone(seconds=1.0, rate=16000, freq=440.0, amp=0.3, channels=1):
+    t = torch.arange(int(seconds * rate)) / rate
+    wav = amp * torch.sin(2 * math.pi * freq * t)
+    return wav.repeat(channels, 1)
+
+
+@pytest.mark.parametrize(
+    "fmt,subtype",
+    [("wav", "PCM_16"), ("flac", "PCM_16"), ("ogg", "VORBIS"), ("mp3", "MPEG_LAYER_III")],
+)
+def test_load_formats_downmix_and_resample(tmp_path, fmt, subtype):
+    stereo = _tone(0.5, 22050, channels=2)
+    stereo[1] *= 0.5
+    path = tmp_path / f"x.{fmt}"
+    sf.write(
+        path,
+        stereo.T.numpy(),
+        22050,
+        format=fmt.upper() if fmt != "mp3" else "MP3",
+        subtype=subtype,
+    )
+    wav, rate = load_audio(path, mono=False)
+    assert rate == 22050 and wav.shape[0] == 2 and wav.dtype == torch.float32
+    mono, rate = load_audio(path, 16000)
+    assert rate == 16000 and mono.shape[0] == 1
+    assert abs(mono.shape[1] - wav.shape[1] * 16000 / 22050) <= 2
+    # Downmix averages the channels: the tone's amplitude is (0.3 + 0.15) / 2.
+    assert mono.abs().max().item() == pytest.approx(0.225, abs=0.03)
+
+
+def test_resample_keeps_a_tone_and_removes_what_cannot_be_represented():
+    rate = 48000
+    wav = _tone(1.0, rate, 1000.0) + _tone(1.0, rate, 12000.0)  # 12 kHz is above 16 kHz Nyquist
+    out = resample(wav, rate, 16000)
+    spectrum = torch.fft.rfft(out[0]).abs()
+    freqs = torch.fft.rfftfreq(out.shape[-1], 1 / 16000)
+    assert freqs[spectrum.argmax()].item() == pytest.approx(1000.0, abs=2.0)
+    assert spectrum[(freqs > 3000)].max() < 0.02 * spectrum.max()
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: None, "no such audio file"),
+        (lambda p: p.write_bytes(b"this is not audio at all"), "cannot read audio"),
+        (
+            lambda p: sf.write(p, np.zeros((0, 1), dtype="float32"), 16000, format="WAV"),
+            "no samples",
+        ),
+        (
+            lambda p: sf.write(
+                p, np.full((100, 1), np.nan, dtype="float32"), 16000, format="WAV", subtype="FLOAT"
+            ),
+            "NaN or infinite",
+        ),
+    ],
+    ids=["missing", "corrupt", "empty", "nan"],
+)
+def test_bad_audio_gets_a_clear_error(tmp_path, make, message):
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(AudioError, match=message):
+        load_audio(path)
+
+
+def test_too_short_and_directory_errors(tmp_path):
+    save_audio(tmp_path / "short.wav", _tone(0.05), 16000)
+    with pytest.raises(AudioError, match="0.050 s long; at least 0.1 s"):
+        load_audio(tmp_path / "short.wav", min_seconds=0.1)
+    with pytest.raises(AudioError, match="not a file"):
+        load_audio(tmp_path)
+
+
+def test_save_is_atomic_and_round_trips(tmp_path, monkeypatch):
+    wav = _tone(0.5, 24000)
+    path = save_audio(tmp_path / "out.flac", wav, 24000)
+    back, rate = load_audio(path)
+    assert rate == 24000 and (back - wav).abs().max() < 1e-4
+    info = audio_info(path)
+    assert (info.sample_rate, info.channels, info.frames, info.format) == (24000, 1, 12000, "FLAC")
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sf, "write", fail)
+    with pytest.raises(OSError):
+        save_audio(path, torch.zeros(1, 100), 24000)
+    assert (load_audio(path)[0] - wav).abs().max() < 1e-4  # the old file survives
+    assert [p.name for p in tmp_path.iterdir()] == ["out.flac"]  # no temporary left behind
+    with pytest.raises(AudioError, match="use one of"):
+        save_audio(tmp_path / "out.mp3", wav, 24000)
+
+
+def test_loudness_normalisation_hits_the_target_and_respects_the_peak():
+    wav = _tone(2.0, 16000, amp=0.05)
+    out = normalize_loudness(wav, 16000, -20.0)
+    assert loudness(out, 16000) == pytest.approx(-20.0, abs=0.05)
+    loud = normalize_loudness(wav, 16000, 0.0, peak=0.5)
+    assert loud.abs().max().item() == pytest.approx(0.5, abs=1e-4)
+    silence = torch.zeros(1, 16000)
+    assert torch.equal(normalize_loudness(silence, 16000), silence)
+
+
+def test_log_mel_matches_librosa_and_has_one_frame_per_hop():
+    wav = torch.randn(1, 16000 + 77, generator=torch.Generator().manual_seed(0)) * 0.1
+    mel = mel_spectrogram(wav)
+    assert mel.shape == (1, 80, (16000 + 77) // 160)
+    ref = librosa.feature.melspectrogram(
+        y=wav[0].numpy(),
+        sr=16000,
+        n_fft=400,
+        hop_length=160,
+        n_mels=80,
+        power=2.0,
+        center=True,
+        pad_mode="reflect",
+    )
+    np.testing.assert_allclose(mel[0].numpy(), ref[:, : mel.shape[-1]], rtol=1e-3, atol=1e-6)
+    batch = torch.stack([wav[0], 0.5 * wav[0]])  # (B, T)
+    logmel = log_mel(batch)
+    assert logmel.shape == (2, 80, mel.shape[-1])
+    torch.testing.assert_close(
+        logmel[1] - logmel[0], torch.full_like(logmel[0], math.log10(0.25)), atol=1e-4, rtol=0
+    )
+    normed = normalize_log_mel(logmel)
+    assert normed.amax(dim=(-2, -1)).tolist() == pytest.approx(
+        [(logmel[0].max().item() + 4) / 4] * 1 + [(logmel[1].max().item() + 4) / 4]
+    )
+    assert (normed >= normed.amax(dim=(-2, -1), keepdim=True) - 2.0 - 1e-6).all()
+
+
+def test_mel_config_is_used_for_other_resolutions():
+    cfg = MelConfig(sample_rate=24000, n_fft=1024, hop_length=256, n_mels=100)
+    assert log_mel(torch.zeros(24000) + 1e-3, cfg).shape == (100, 24000 // 256)
+    assert ASR_MEL.sample_rate == 16000 and ASR_MEL.hop_length == 160
+
+
+@pytest.mark.skipif(not LJ_CLIP.exists(), reason="shared data not present")
+def test_golden_real_clip():
+    wav, rate = load_audio(LJ_CLIP, 16000)
+    assert rate == 16000 and wav.shape == (1, 154481)
+    assert loudness(wav, rate) == pytest.approx(-20.57, abs=0.05)
+    mel = normalize_log_mel(log_mel(wav))
+    assert mel.shape == (1, 80, 965)
+    assert mel.mean().item() == pytest.approx(0.048, abs=0.005)
+    assert mel.std().item() == pytest.approx(0.427, abs=0.005)

@@ -1,0 +1,141 @@
+import json
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core.checkpoint import (
+    dims_from_dict,
+    load_model,
+    load_tree,
+    read_model_checkpoint,
+    save_model,
+    save_tree,
+)
+from core.errors import CheckpointError
+from core.io import write_json_atomic
+
+
+@dataclass(frozen=True)
+class Inner:
+    channels: tuple[int, ...] = (4, 8)
+
+
+@dataclass(frozen=True)
+class Dims:
+    width: int = 6
+    inner: Inner = Inner()
+    note: str | None = None
+
+
+class Net(nn.Module):
+    def __init__(self, dims: Dims):
+        super().__init__()
+        self.proj = nn.Linear(dims.width, dims.inner.channels[-1])
+        self.norm = nn.LayerNorm(dims.inner.channels[-1])
+        self.register_buffer("steps", torch.tensor(7))
+
+
+def test_model_round_trip_restores_dims_and_weights(tmp_path):
+    dims = Dims(width=5, inner=Inner((3, 9)), note="x")
+    net = Net(dims)
+    path = save_model(
+        tmp_path / "net", net, dims, kind="toy", training={"steps": 12, "data": "unit test"}
+    )
+    assert path.name == "net.safetensors" and (tmp_path / "net.json").exists()
+    meta = json.loads((tmp_path / "net.json").read_text())
+    assert (
+        meta["kind"] == "toy"
+        and meta["version"] == 1
+        and meta["dims"]["inner"]["channels"] == [3, 9]
+    )
+    loaded = load_model(tmp_path / "net.json", Net, Dims, kind="toy")
+    ckpt = read_model_checkpoint(path, kind="toy", dims_cls=Dims)
+    assert ckpt.dims == dims and isinstance(ckpt.dims.inner.channels, tuple)
+    assert ckpt.training == {"steps": 12, "data": "unit test"}
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+
+
+def test_fp16_storage_is_loaded_back_as_float32(tmp_path):
+    dims = Dims()
+    net = Net(dims)
+    save_model(tmp_path / "half", net, dims, kind="toy", dtype=torch.float16)
+    raw = read_model_checkpoint(tmp_path / "half", kind="toy", dims_cls=Dims).state_dict
+    assert raw["proj.weight"].dtype == torch.float16 and raw["steps"].dtype == torch.int64
+    loaded = load_model(tmp_path / "half", Net, Dims, kind="toy")
+    assert loaded.proj.weight.dtype == torch.float32
+    torch.testing.assert_close(loaded.proj.weight, net.proj.weight, atol=1e-3, rtol=1e-3)
+
+
+def test_loading_checks_kind_version_shapes_and_names(tmp_path):
+    save_model(tmp_path / "net", Net(Dims()), Dims(), kind="toy")
+    with pytest.raises(CheckpointError, match="holds a 'toy' model, not a 'codec' model"):
+        read_model_checkpoint(tmp_path / "net", kind="codec", dims_cls=Dims)
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        read_model_checkpoint(tmp_path / "other", kind="toy", dims_cls=Dims)
+    ckpt = read_model_checkpoint(tmp_path / "net", kind="toy", dims_cls=Dims)
+    wide = Net(Dims(width=7))
+    from core.checkpoint import load_weights
+
+    with pytest.raises(
+        CheckpointError, match=r"shape mismatch: proj.weight \(8, 6\) vs model \(8, 7\)"
+    ):
+        load_weights(wide, ckpt.state_dict)
+    with pytest.raises(CheckpointError, match="missing: extra.weight"):
+        m = Net(Dims())
+        m.extra = nn.Linear(2, 2, bias=False)
+        load_weights(m, ckpt.state_dict)
+    with pytest.raises(CheckpointError, match="unknown dimension"):
+        dims_from_dict(Dims, {"width": 3, "depth": 2})
+
+
+def test_corrupt_and_foreign_files_are_rejected(tmp_path):
+    path = save_model(tmp_path / "net", Net(Dims()), Dims(), kind="toy")
+    data = bytearray(path.read_bytes())
+    data[8:40] = b"\xff" * 32  # wreck the header
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="cannot read"):
+        read_model_checkpoint(path, kind="toy", dims_cls=Dims)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(CheckpointError, match="not a vocalis checkpoint"):
+        read_model_checkpoint(tmp_path / "plain", kind="toy", dims_cls=Dims)
+
+
+def test_state_tree_round_trip_with_optimizer_and_rng(tmp_path):
+    net = Net(Dims())
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    net.proj.weight.sum().backward()
+    opt.step()
+    tree = {
+        "optimizer": opt.state_dict(),
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "odd": {1: (2.5, float("inf"), None, True), "__x": "dunder key"},
+    }
+    save_tree(tmp_path / "state", tree)
+    back = load_tree(tmp_path / "state")
+    assert back["odd"] == {1: (2.5, float("inf"), None, True), "__x": "dunder key"}
+    assert back["python"] == random.getstate()
+    assert torch.equal(back["torch"], torch.get_rng_state())
+    fresh = torch.optim.AdamW(Net(Dims()).parameters(), lr=1e-3)
+    fresh.load_state_dict(back["optimizer"])
+    assert torch.equal(
+        fresh.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"]
+    )
+    assert fresh.state_dict()["param_groups"][0]["betas"] == (0.9, 0.999)
+
+
+def test_atomic_json_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "a.json"
+    write_json_atomic(path, {"v": 1})
+    with pytest.raises(ValueError):
+        write_json_atomic(path, {"v": float("nan")})  # not valid JSON: refused, old file kept
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]

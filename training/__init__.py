@@ -1,0 +1,1 @@
+"""One trainer for every vocalis model (single process or torchrun)."""

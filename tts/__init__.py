@@ -1,0 +1,1 @@
+"""vocalis tts (filled in by later issues)."""

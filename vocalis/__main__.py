@@ -1,0 +1,3 @@
+from vocalis.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Command groups of the `vocalis` command line; each module exposes `register(subparsers)`."""
