@@ -22,7 +22,7 @@ def test_top_level_help_lists_the_command_groups():
     out = subprocess.run(
         [sys.executable, "-m", "vocalis", "--help"], capture_output=True, text=True, check=True
     )
-    for group in ("audio", "check"):
+    for group in ("audio", "data", "check"):
         assert f"    {group}" in out.stdout
 
 

@@ -20,6 +20,7 @@ from vocalis import __version__
 # Command groups, in the order `vocalis --help` lists them. Later issues append theirs.
 COMMAND_MODULES = (
     "vocalis.commands.audio",
+    "vocalis.commands.data",
     "vocalis.commands.check",
 )
 
