@@ -1,0 +1,182 @@
+"""The vocalis neural audio codec: conv encoder -> residual VQ -> conv decoder.
+
+Defaults: 24 kHz audio, hop 320 (75 code frames per second), 8 codebooks of 1024 entries
+(750 bit/s each: 1.5, 3 and 6 kbps at 2, 4 and 8 codebooks). The widths are small at the
+high-rate stages and large next to the 75 Hz latent, where a parameter costs only 75
+multiply-adds per second of audio; see benchmarks/bench_codec_speed.py for the speed
+against EnCodec.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from codec.interface import CompressionModel
+from codec.modules import Decoder, Encoder
+from codec.quantize import ResidualVQ
+from core.checkpoint import load_model, save_model
+
+KIND = "codec"
+
+
+@dataclass(frozen=True)
+class CodecDims:
+    sample_rate: int = 24000
+    # Encoder order; the decoder mirrors them. Large early strides keep only one stage at
+    # the full 24 kHz rate (the next runs at 6 kHz), which is where CPU time goes.
+    strides: tuple[int, ...] = (4, 4, 4, 5)
+    encoder_channels: tuple[int, ...] = (8, 16, 32, 64, 512)  # before each downsampling, last
+    decoder_channels: tuple[int, ...] = (768, 128, 64, 32, 16)  # input conv, each upsampling
+    latent_dim: int = 128
+    n_codebooks: int = 8
+    codebook_size: int = 1024
+    codebook_dim: int = 8
+    kernel_size: int = 7  # residual units' dilated conv
+    dilations: tuple[int, ...] = (1, 3, 9)  # one residual unit per dilation, every stage
+    compress: int = 4  # residual-unit bottleneck: hidden width = channels // compress
+    causal: bool = False  # left-only padding: streaming, one frame of lookahead at most
+    quantizer_dropout: float = 0.5  # probability an item trains with a random n in [1, Q]
+    dead_code_steps: int = 100  # re-seed codes unused for this many training steps; 0: never
+
+    def __post_init__(self) -> None:
+        n = len(self.strides) + 1
+        if len(self.encoder_channels) != n or len(self.decoder_channels) != n:
+            raise ValueError(f"encoder and decoder need {n} channel widths for {n - 1} strides")
+        if not 0.0 <= self.quantizer_dropout <= 1.0:
+            raise ValueError("quantizer_dropout is a probability")
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.strides)
+
+
+@dataclass
+class CodecOutput:
+    wav: Tensor  # (B, 1, T) reconstruction, trimmed to the input length
+    codes: Tensor  # (B, n, F) int64
+    latent: Tensor  # (B, D, F) encoder output
+    quantized: Tensor  # (B, D, F) straight-through quantized latent
+    commitment_loss: Tensor  # scalar
+    codebook_loss: Tensor  # scalar
+    n_codebooks: Tensor  # (B,) int64: codebooks each item used (varies under dropout)
+
+
+def build_encoder(dims: CodecDims) -> Encoder:
+    return Encoder(
+        dims.encoder_channels,
+        dims.strides,
+        dims.latent_dim,
+        kernel_size=dims.kernel_size,
+        dilations=dims.dilations,
+        compress=dims.compress,
+        causal=dims.causal,
+    )
+
+
+def build_decoder(dims: CodecDims) -> Decoder:
+    return Decoder(
+        dims.decoder_channels,
+        tuple(reversed(dims.strides)),
+        dims.latent_dim,
+        kernel_size=dims.kernel_size,
+        dilations=dims.dilations,
+        compress=dims.compress,
+        causal=dims.causal,
+    )
+
+
+def build_quantizer(dims: CodecDims) -> ResidualVQ:
+    return ResidualVQ(
+        dims.latent_dim,
+        dims.n_codebooks,
+        dims.codebook_size,
+        dims.codebook_dim,
+        dropout=dims.quantizer_dropout,
+        dead_code_steps=dims.dead_code_steps,
+    )
+
+
+class Codec(CompressionModel):
+    """`Codec(dims)` builds every part from the dimensions; tests and experiments may inject
+    their own encoder, decoder or quantizer (they must keep the dims' shapes)."""
+
+    def __init__(
+        self,
+        dims: CodecDims,
+        *,
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        quantizer: ResidualVQ | None = None,
+    ) -> None:
+        super().__init__()
+        self.dims = dims
+        self.encoder = encoder if encoder is not None else build_encoder(dims)
+        self.decoder = decoder if decoder is not None else build_decoder(dims)
+        self.quantizer = quantizer if quantizer is not None else build_quantizer(dims)
+        self.hop_length = dims.hop_length
+        self.sample_rate = dims.sample_rate
+        self.frame_rate = dims.sample_rate / self.hop_length
+        self.num_codebooks = self.quantizer.n_codebooks
+        self.cardinality = dims.codebook_size
+        self.latent_dim = dims.latent_dim
+
+    def _pad(self, wav: Tensor) -> Tensor:  # (B, 1, T) -> (B, 1, F * hop)
+        if wav.dim() != 3 or wav.shape[1] != 1 or wav.shape[-1] == 0:
+            raise ValueError(f"expected mono audio (B, 1, T) with T > 0, got {tuple(wav.shape)}")
+        extra = -wav.shape[-1] % self.hop_length
+        return F.pad(wav, (0, extra)) if extra else wav
+
+    def encode_latent(self, wav: Tensor) -> Tensor:  # (B, 1, T) -> (B, D, F)
+        return self.encoder(self._pad(wav))
+
+    def decode_latent(self, latent: Tensor) -> Tensor:  # (B, D, F) -> (B, 1, F * hop)
+        return self.decoder(latent)
+
+    def encode(self, wav: Tensor, n_codebooks: int | None = None) -> Tensor:
+        return self.quantizer.encode(self.encode_latent(wav), n_codebooks)  # (B, n, F)
+
+    def decode(self, codes: Tensor) -> Tensor:  # (B, n, F) -> (B, 1, F * hop)
+        return self.decoder(self.quantizer.decode(codes))
+
+    def reconstruct(self, wav: Tensor, n_codebooks: int | None = None) -> Tensor:
+        """Encode and decode, trimmed to the input length: (B, 1, T) -> (B, 1, T)."""
+        return self.decode(self.encode(wav, n_codebooks))[..., : wav.shape[-1]]
+
+    def forward(self, wav: Tensor, n_codebooks: int | None = None) -> CodecOutput:
+        """The training pass. With `n_codebooks=None` in training mode, quantizer dropout
+        picks how many codebooks each item uses; in eval mode all Q are used."""
+        latent = self.encode_latent(wav)  # (B, D, F)
+        q = self.quantizer(latent, n_codebooks)
+        recon = self.decoder(q.quantized)[..., : wav.shape[-1]]  # (B, 1, T)
+        return CodecOutput(
+            wav=recon,
+            codes=q.codes,
+            latent=latent,
+            quantized=q.quantized,
+            commitment_loss=q.commitment_loss,
+            codebook_loss=q.codebook_loss,
+            n_codebooks=q.n_codebooks,
+        )
+
+
+def save_codec(
+    path: str | os.PathLike,
+    model: Codec,
+    *,
+    training: dict | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Weights (safetensors) + dims (JSON) in the project's checkpoint format."""
+    return save_model(path, model, model.dims, kind=KIND, training=training, dtype=dtype)
+
+
+def load_codec(path: str | os.PathLike, *, device: str = "cpu") -> Codec:
+    """Rebuild a `Codec` from a checkpoint (eval mode); the dims come from the file."""
+    return load_model(path, Codec, CodecDims, kind=KIND, device=device)

@@ -1,0 +1,271 @@
+"""Building blocks of the codec's convolutional encoder and decoder.
+
+Every convolution is weight-normalised and pads itself so that a stride-`s` layer maps a
+length that is a multiple of `s` to exactly `T / s` (and a transposed one to `T * s`). In
+causal mode all padding goes on the left and transposed convolutions trim on the right, so
+no output sample looks at input later than the frame it belongs to.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
+
+
+class Snake(nn.Module):
+    """x + 1/alpha * sin^2(alpha * x), with a learned frequency alpha per channel."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))  # (1, C, 1)
+        self.alpha.no_weight_decay = True
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C, T)
+        inv_alpha = 1.0 / (self.alpha + 1e-9)
+        if _needs_grad(x, self.alpha):
+            return x + inv_alpha * torch.sin(self.alpha * x).pow(2)
+        # Inference: four passes over one temporary instead of five over five.
+        s = (x * self.alpha).sin_().square_()
+        return torch.addcmul(x, s, inv_alpha, out=s)
+
+
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _split_padding(total: int, causal: bool) -> tuple[int, int]:
+    """(left, right) zero padding: all on the left when causal, else centred."""
+    return (total, 0) if causal else (total - total // 2, total // 2)
+
+
+class Conv1d(nn.Module):
+    """Weight-normalised conv that keeps `T -> T / stride` for T a multiple of the stride."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        dilation: int = 1,
+        causal: bool = False,
+    ) -> None:
+        super().__init__()
+        total = (kernel_size - 1) * dilation + 1 - stride
+        if total < 0:
+            raise ValueError(f"kernel {kernel_size} is shorter than its stride {stride}")
+        left, right = _split_padding(total, causal)
+        # Symmetric padding is done by the conv itself (no copy); otherwise by F.pad.
+        self.pad = (0, 0) if left == right else (left, right)
+        conv = nn.Conv1d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            dilation=dilation,
+            padding=left if left == right else 0,
+        )
+        self.conv = weight_norm(conv)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C_in, T) -> (B, C_out, T / stride)
+        if self.pad != (0, 0):
+            x = F.pad(x, self.pad)
+        return self.conv(x)
+
+
+class ConvTranspose1d(nn.Module):
+    """Weight-normalised upsampling by `stride` (kernel 2 * stride): `T -> T * stride`."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int, *, causal: bool = False
+    ) -> None:
+        super().__init__()
+        # The full output has (T + 1) * stride samples, `stride` too many. Centred: the conv
+        # drops ceil(stride / 2) each side and `output_padding` gives one back on the right
+        # when the stride is odd. Causal: all `stride` come off the right, in forward.
+        self.causal_trim = stride if causal else 0
+        padding = 0 if causal else (stride + 1) // 2
+        conv = nn.ConvTranspose1d(
+            in_channels,
+            out_channels,
+            2 * stride,
+            stride=stride,
+            padding=padding,
+            output_padding=0 if causal else stride % 2,
+        )
+        self.conv = weight_norm(conv)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C_in, T) -> (B, C_out, T * stride)
+        y = self.conv(x)
+        if self.causal_trim:
+            y = y[..., : y.shape[-1] - self.causal_trim]
+        return y
+
+
+class ResidualUnit(nn.Module):
+    """Snake -> dilated conv (bottlenecked by `compress`) -> Snake -> 1x1 conv, plus skip."""
+
+    def __init__(
+        self, channels: int, *, kernel_size: int, dilation: int, compress: int, causal: bool
+    ) -> None:
+        super().__init__()
+        hidden = max(1, channels // compress)
+        self.block = nn.Sequential(
+            Snake(channels),
+            Conv1d(channels, hidden, kernel_size, dilation=dilation, causal=causal),
+            Snake(hidden),
+            Conv1d(hidden, channels, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C, T)
+        y = self.block(x)
+        return x + y if _needs_grad(x, y) else y.add_(x)
+
+
+def residual_stack(
+    channels: int, *, kernel_size: int, dilations: tuple[int, ...], compress: int, causal: bool
+) -> list[nn.Module]:
+    return [
+        ResidualUnit(
+            channels, kernel_size=kernel_size, dilation=d, compress=compress, causal=causal
+        )
+        for d in dilations
+    ]
+
+
+class EncoderBlock(nn.Sequential):
+    """Residual units at `in_channels`, then Snake and a strided conv down by `stride`."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        *,
+        kernel_size: int,
+        dilations: tuple[int, ...],
+        compress: int,
+        causal: bool,
+    ) -> None:
+        super().__init__(
+            *residual_stack(
+                in_channels,
+                kernel_size=kernel_size,
+                dilations=dilations,
+                compress=compress,
+                causal=causal,
+            ),
+            Snake(in_channels),
+            Conv1d(in_channels, out_channels, 2 * stride, stride=stride, causal=causal),
+        )
+
+
+class DecoderBlock(nn.Sequential):
+    """Snake and a transposed conv up by `stride`, then residual units at `out_channels`."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        *,
+        kernel_size: int,
+        dilations: tuple[int, ...],
+        compress: int,
+        causal: bool,
+    ) -> None:
+        super().__init__(
+            Snake(in_channels),
+            ConvTranspose1d(in_channels, out_channels, stride, causal=causal),
+            *residual_stack(
+                out_channels,
+                kernel_size=kernel_size,
+                dilations=dilations,
+                compress=compress,
+                causal=causal,
+            ),
+        )
+
+
+class Encoder(nn.Module):
+    """Waveform to latent: (B, 1, T) -> (B, latent_dim, T / prod(strides)).
+
+    `channels[i]` is the width before the i-th downsampling; `channels[-1]` after the last.
+    """
+
+    def __init__(
+        self,
+        channels: tuple[int, ...],
+        strides: tuple[int, ...],
+        latent_dim: int,
+        *,
+        kernel_size: int = 7,
+        dilations: tuple[int, ...] = (1, 3, 9),
+        compress: int = 2,
+        causal: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(strides) + 1:
+            raise ValueError("encoder needs one more channel width than strides")
+        blocks: list[nn.Module] = [Conv1d(1, channels[0], 7, causal=causal)]
+        for c_in, c_out, stride in zip(channels[:-1], channels[1:], strides):
+            blocks.append(
+                EncoderBlock(
+                    c_in,
+                    c_out,
+                    stride,
+                    kernel_size=kernel_size,
+                    dilations=dilations,
+                    compress=compress,
+                    causal=causal,
+                )
+            )
+        blocks += [Snake(channels[-1]), Conv1d(channels[-1], latent_dim, 3, causal=causal)]
+        self.layers = nn.Sequential(*blocks)
+
+    def forward(self, wav: Tensor) -> Tensor:  # (B, 1, T) -> (B, D, F)
+        return self.layers(wav)
+
+
+class Decoder(nn.Module):
+    """Latent to waveform: (B, latent_dim, F) -> (B, 1, F * prod(strides)).
+
+    `strides` are in decoder order (the encoder's reversed); `channels[0]` is the width after
+    the input conv, `channels[i + 1]` the width after the i-th upsampling.
+    """
+
+    def __init__(
+        self,
+        channels: tuple[int, ...],
+        strides: tuple[int, ...],
+        latent_dim: int,
+        *,
+        kernel_size: int = 7,
+        dilations: tuple[int, ...] = (1, 3, 9),
+        compress: int = 2,
+        causal: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(strides) + 1:
+            raise ValueError("decoder needs one more channel width than strides")
+        blocks: list[nn.Module] = [Conv1d(latent_dim, channels[0], 7, causal=causal)]
+        for c_in, c_out, stride in zip(channels[:-1], channels[1:], strides):
+            blocks.append(
+                DecoderBlock(
+                    c_in,
+                    c_out,
+                    stride,
+                    kernel_size=kernel_size,
+                    dilations=dilations,
+                    compress=compress,
+                    causal=causal,
+                )
+            )
+        blocks += [Snake(channels[-1]), Conv1d(channels[-1], 1, 7, causal=causal), nn.Tanh()]
+        self.layers = nn.Sequential(*blocks)
+
+    def forward(self, latent: Tensor) -> Tensor:  # (B, D, F) -> (B, 1, F * hop)
+        return self.layers(latent)
