@@ -34,7 +34,7 @@ fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -e '.[dev,eval]'
 echo "setup: installed; the command line is .venv/bin/vocalis"
 
 if [ "${1:-}" != "--no-run" ]; then

@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "vocalis.commands.audio",
     "vocalis.commands.data",
     "vocalis.commands.check",
+    "vocalis.commands.train",
+    "vocalis.commands.eval",
 )
 
 

@@ -1,0 +1,398 @@
+"""Codec training: discriminators, losses, the crop dataset, CodecTask through the real
+Trainer (with a tiny stand-in codec, so these run without the real model), and
+`vocalis train codec` through the CLI with the real codec at tiny size."""
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+from core.checkpoint import read_model_checkpoint
+from corpus.manifest import Utterance
+from training.codec_losses import (
+    CodecLossWeights,
+    balanced_loss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    multiscale_mel_loss,
+)
+from training.codec_task import (
+    CodecTask,
+    CropConfig,
+    CropDataset,
+    collate_crops,
+    crop_sampler_factory,
+)
+from training.discriminators import DiscriminatorDims, Discriminators
+from training.trainer import LossOutput, TrainConfig, Trainer
+from vocalis.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "training/configs/codec_tiny.json"
+
+RATE = 8000
+TINY_DISCS = DiscriminatorDims(
+    stft_n_ffts=(128, 64),
+    stft_filters=4,
+    stft_max_filters=8,
+    periods=(2, 3),
+    period_channels=(4, 8),
+)
+TINY_WEIGHTS = CodecLossWeights(mel_n_ffts=(64, 256), mel_bands=(8, 24))
+
+
+# ---------------------------------------------------------------------------------------
+# A stand-in codec with the real one's forward contract
+
+
+@dataclass(frozen=True)
+class StandInDims:
+    hop: int = 8
+    channels: int = 4
+    num_codebooks: int = 2
+
+
+@dataclass(frozen=True)
+class StandInOutput:
+    wav: torch.Tensor  # (B, 1, T)
+    commitment_loss: torch.Tensor
+    codebook_loss: torch.Tensor
+    n_codebooks: int
+
+
+class StandInCodec(nn.Module):
+    sample_rate = RATE
+
+    def __init__(self, dims: StandInDims = StandInDims()):
+        super().__init__()
+        self.dims = dims
+        self.enc = nn.Conv1d(1, dims.channels, dims.hop, dims.hop)
+        self.dec = nn.ConvTranspose1d(dims.channels, 1, dims.hop, dims.hop)
+
+    def forward(self, wav, n_codebooks=None):
+        t = wav.shape[-1]
+        z = self.enc(nn.functional.pad(wav, (0, (-t) % self.dims.hop)))  # (B, D, F)
+        if n_codebooks is None:  # quantizer dropout draws from the global RNG, like the real one
+            n_codebooks = int(torch.randint(1, self.dims.num_codebooks + 1, ()))
+        step = 1.0 / (4 * n_codebooks)
+        q = z + (torch.round(z / step) * step - z).detach()  # straight-through rounding
+        commitment = (z - q.detach()).pow(2).mean()
+        return StandInOutput(self.dec(q)[..., :t], commitment, commitment * 0.5, n_codebooks)
+
+
+def _write_clips(folder, n=6, seconds=0.3, rate=RATE, split="train"):
+    folder.mkdir(parents=True, exist_ok=True)
+    utts, rng = [], np.random.default_rng(0)
+    for i in range(n):
+        t = np.arange(int(seconds * rate)) / rate
+        wav = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) + 0.01 * rng.standard_normal(t.size)
+        path = folder / f"clip{i}.wav"
+        sf.write(path, wav.astype(np.float32), rate)
+        utts.append(Utterance(f"clip{i}", str(path), seconds, rate, "x", f"s{i % 2}", "t", split))
+    return utts
+
+
+# ---------------------------------------------------------------------------------------
+# Discriminators
+
+
+def test_discriminators_give_one_logit_map_and_features_per_discriminator():
+    discs = Discriminators(TINY_DISCS)
+    wav = torch.randn(3, 1, 800)  # (B, 1, T); 800 is not a multiple of 3: padding is exercised
+    out = discs(wav)
+    assert len(out.logits) == len(out.features) == 4 == len(discs.names)
+    for logit, feats in zip(out.logits, out.features):
+        assert logit.shape[0] == 3 and logit.shape[1] == 1 and len(feats) >= 2
+    stft = out.logits[0]  # (B, 1, frames, F'): 800 / 32 hops + 1 frames
+    assert stft.shape[2] == 800 // 32 + 1
+    period3 = out.logits[3]  # (B, 1, T', 3)
+    assert period3.shape[-1] == 3
+    real, fake = discs(torch.cat([wav, wav])).split((3, 3))
+    for a, b in zip(real.logits, fake.logits):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="mono"):
+        discs(torch.randn(2, 800))
+
+
+def test_discriminator_dims_are_checked():
+    with pytest.raises(ValueError, match="at least one"):
+        DiscriminatorDims(stft_n_ffts=(), periods=())
+
+
+# ---------------------------------------------------------------------------------------
+# Losses
+
+
+def test_mel_and_feature_matching_are_zero_at_equality_and_positive_otherwise():
+    configs = TINY_WEIGHTS.mel_configs(RATE)
+    real = torch.randn(2, 1, 1600) * 0.1
+    assert float(multiscale_mel_loss(real, real.clone(), configs)) == 0.0
+    other = real + 0.05 * torch.randn_like(real)
+    assert float(multiscale_mel_loss(other, real, configs)) > 0.01
+    feats = [[torch.randn(2, 4, 5), torch.randn(2, 8, 3)], [torch.randn(2, 3)]]
+    copy = [[f.clone().requires_grad_() for f in fs] for fs in feats]
+    assert float(feature_matching_loss(feats, copy).detach()) == 0.0
+    fake = [[(f + 1).requires_grad_() for f in fs] for fs in feats]
+    real_grad = [[f.clone().requires_grad_() for f in fs] for fs in feats]
+    loss = feature_matching_loss(real_grad, fake)
+    assert float(loss.detach()) == pytest.approx(3.0)  # three layers, each off by exactly 1
+    loss.backward()
+    assert real_grad[0][0].grad is None and fake[0][0].grad is not None
+
+
+def test_mel_loss_ignores_a_dc_offset_that_the_waveform_loss_sees():
+    # A codec once learned a -0.8 offset to fill the short windows' low bands: the mel
+    # loss must neither reward nor punish an offset, leaving it to the waveform loss.
+    configs = TINY_WEIGHTS.mel_configs(RATE)
+    real = torch.randn(2, 1, 1600) * 0.1
+    other = real + 0.05 * torch.randn_like(real)
+    shifted = (other - 0.8).requires_grad_()
+    assert float(multiscale_mel_loss(shifted.detach(), real, configs)) == pytest.approx(
+        float(multiscale_mel_loss(other, real, configs)), rel=1e-4
+    )
+    multiscale_mel_loss(shifted, real, configs).backward()
+    assert abs(float(shifted.grad.sum())) < 1e-4  # no pull along the offset direction
+
+
+@pytest.mark.parametrize("kind", ["hinge", "lsgan"])
+def test_adversarial_losses_reward_the_right_side(kind):
+    ones, zeros = [torch.ones(2, 5)], [torch.zeros(2, 5)]
+    target_real = [torch.full((2, 5), 1.0 if kind == "lsgan" else 2.0)]
+    target_fake = [torch.full((2, 5), 0.0 if kind == "lsgan" else -2.0)]
+    assert float(discriminator_loss(target_real, target_fake, kind)) == 0.0
+    assert float(discriminator_loss(zeros, ones, kind)) > 1.0
+    assert float(generator_adversarial_loss(target_real, kind)) == 0.0
+    fake = torch.zeros(2, 5, requires_grad=True)
+    generator_adversarial_loss([fake], kind).backward()
+    assert (fake.grad < 0).all()  # descending raises the fake's score
+    # Summed over discriminators.
+    assert float(generator_adversarial_loss(zeros * 2, kind)) == pytest.approx(2.0)
+
+
+def test_hinge_saturates_where_lsgan_keeps_pushing():
+    real = [torch.full((4,), 3.0)]
+    fake = [torch.full((4,), -3.0)]
+    assert float(discriminator_loss(real, fake, "hinge")) == 0.0
+    assert float(discriminator_loss(real, fake, "lsgan")) > 0.0
+    with pytest.raises(ValueError):
+        CodecLossWeights(adversarial_kind="wasserstein")
+
+
+def test_balancer_keeps_the_value_and_fixes_the_gradient_share():
+    out = torch.randn(2, 1, 64, requires_grad=True)
+    big = (out * 100).pow(2).mean()  # huge gradient
+    small = out.abs().mean() * 1e-3  # tiny gradient
+    loss = balanced_loss({"a": big, "b": small}, {"a": 1.0, "b": 3.0}, out, norm=2.0)
+    assert float(loss.detach()) == pytest.approx(float((big + 3 * small).detach()), rel=1e-5)
+    loss.backward()
+    (ga,) = torch.autograd.grad((out * 100).pow(2).mean(), out)
+    (gb,) = torch.autograd.grad(out.abs().mean(), out)
+    per_norm = lambda g: g.flatten(1).norm(dim=1).mean()  # noqa: E731
+    expected = 2.0 * (0.25 * ga / per_norm(ga) + 0.75 * gb / per_norm(gb))
+    torch.testing.assert_close(out.grad, expected)
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+
+
+def test_crop_dataset_is_seeded_per_item_and_epoch(tmp_path):
+    utts = _write_clips(tmp_path, n=2, seconds=0.3, rate=16000)
+    utts.append(_write_clips(tmp_path / "short", n=1, seconds=0.05, rate=RATE)[0])
+    data = CropDataset(utts, CropConfig(sample_rate=RATE, crop_seconds=0.1, noise_prob=0.5))
+    a, b = data[(0, 0)], data[(0, 0)]
+    assert a.shape == (1, 800) and torch.equal(a, b)
+    assert not torch.equal(data[(0, 0)], data[(0, 1)])
+    short = data[(2, 0)]  # 0.05 s clip: zero-padded to the crop
+    assert short.shape == (1, 800) and float(short[0, 500:].abs().max()) < 1e-2
+    assert float(a.abs().max()) <= 0.99 + 1e-6
+    sampler = crop_sampler_factory(len(data), 2, seed=0)(0, 1)
+    sampler.set_epoch(3)
+    batch = next(iter(sampler))
+    assert all(epoch == 3 for _, epoch in batch)
+    assert collate_crops([data[k] for k in batch]).shape == (2, 1, 800)
+
+
+# ---------------------------------------------------------------------------------------
+# CodecTask through the real trainer
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashingTask(CodecTask):
+    def __init__(self, *args, crash_at: int):
+        super().__init__(*args)
+        self.calls, self.crash_at = 0, crash_at
+
+    def loss(self, part, batch, modules) -> LossOutput:
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise _Crash
+        return super().loss(part, batch, modules)
+
+
+def _task(cls=CodecTask, seed=0, **kw):
+    torch.manual_seed(seed)
+    codec = StandInCodec()
+    return cls(codec, codec.dims, Discriminators(TINY_DISCS), TINY_WEIGHTS, **kw)
+
+
+def _run(task, utts, out, steps=4, **overrides):
+    config = TrainConfig(
+        out_dir=str(out), max_steps=steps, batch_size=2, lr=1e-3, checkpoint_every=2,
+        log_every=1, progress=False, **overrides,
+    )  # fmt: skip
+    data = CropDataset(utts, CropConfig(sample_rate=RATE, crop_seconds=0.1, noise_prob=0.5))
+    factory = crop_sampler_factory(len(data), config.batch_size, config.seed)
+    trainer = Trainer(task, config, data, collate_fn=collate_crops, sampler_factory=factory)
+    return trainer.fit()
+
+
+def test_codec_task_steps_reuse_the_generator_output_and_resume_exactly(tmp_path):
+    utts = _write_clips(tmp_path / "clips")
+    straight_task = _task()
+    calls = []
+    forward = straight_task.codec.forward
+    straight_task.codec.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    straight = _run(straight_task, utts, tmp_path / "a", grad_accum=2)
+    assert len(calls) == 4 * 2  # one codec forward per micro-batch: the fake is reused
+    assert not straight_task._fakes
+    log = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    keys = ("generator/mel", "generator/adversarial", "generator/feature_matching")
+    assert all(k in log[-1] for k in keys + ("discriminator/loss", "discriminator/real_logit"))
+    assert all(math.isfinite(r["loss"]) for r in log)
+
+    with pytest.raises(_Crash):  # dies in step 4's generator step, after the step-2 checkpoint
+        _run(_task(_CrashingTask, crash_at=3 * 2 * 2 + 1), utts, tmp_path / "b", grad_accum=2)
+    resumed = _run(_task(seed=5), utts, tmp_path / "b", grad_accum=2)
+    assert resumed.step == straight.step == 4
+    a = read_model_checkpoint(straight.model_path, kind="codec", dims_cls=StandInDims)
+    b = read_model_checkpoint(resumed.model_path, kind="codec", dims_cls=StandInDims)
+    for name, value in a.state_dict.items():
+        assert torch.equal(value, b.state_dict[name]), name
+
+
+def test_discriminator_step_without_a_queued_fake_runs_the_codec(tmp_path):
+    task = _task()
+    wav = torch.randn(2, 1, 800) * 0.1
+    out = task.loss("discriminator", wav, task.parts())
+    assert out.loss.requires_grad and float(out.loss.detach()) > 0
+    task.loss("generator", wav, task.parts()).loss.backward()
+    assert len(task._fakes) == 1
+    assert all(p.grad is None for p in task.discriminators.parameters())  # frozen in G's step
+    assert all(p.requires_grad for p in task.discriminators.parameters())
+    task.loss("discriminator", wav + 1, task.parts())  # a mismatched batch drops stale fakes
+    assert not task._fakes
+    with pytest.raises(ValueError, match="unknown part"):
+        task.loss("critic", wav, task.parts())
+
+
+def test_reconstruction_only_training_leaves_the_discriminators_out(tmp_path):
+    utts = _write_clips(tmp_path / "clips")
+    torch.manual_seed(0)
+    codec = StandInCodec()
+    weights = CodecLossWeights(
+        mel_n_ffts=(64, 256), mel_bands=(8, 24), waveform=1.0, adversarial=0.0,
+        feature_matching=0.0,
+    )  # fmt: skip
+    task = CodecTask(codec, codec.dims, Discriminators(TINY_DISCS), weights)
+    assert list(task.parts()) == ["generator"]
+    before = [p.clone() for p in task.discriminators.parameters()]
+    _run(task, utts, tmp_path / "run", steps=3)
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert "generator/waveform" in log[-1] and "generator/adversarial" not in log[-1]
+    assert not any(k.startswith("discriminator/") for k in log[-1])
+    assert not task._fakes  # nothing queued for a discriminator step that never comes
+    assert all(torch.equal(a, b) for a, b in zip(before, task.discriminators.parameters()))
+
+
+# ---------------------------------------------------------------------------------------
+# The command line (needs the real codec model)
+
+
+def _manifest(tmp_path):
+    utts = _write_clips(tmp_path / "clips", n=4, seconds=0.6, rate=24000)
+    held = _write_clips(tmp_path / "held", n=1, seconds=0.6, rate=24000, split="test")
+    path = tmp_path / "m.jsonl"
+    from corpus.manifest import write_manifest
+
+    write_manifest(path, utts + held)
+    return path
+
+
+def test_vocalis_train_codec_tiny_config_runs_and_resumes(tmp_path, capsys):
+    pytest.importorskip("codec.model")
+    manifest, out = _manifest(tmp_path), tmp_path / "run"
+    args = ["train", "codec", "--config", str(TINY_CONFIG), "--out", str(out)]
+    assert main([*args, "--steps", "3", "--manifest", str(manifest)]) == 0
+    assert "done: step 3" in capsys.readouterr().out
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert main([*args, "--steps", "4", "--manifest", str(manifest)]) == 0  # resumes at 3
+    lines = (out / "log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4]
+    from codec.model import load_codec
+
+    assert load_codec(out / "model").sample_rate == 24000
+
+
+def test_vocalis_train_codec_init_starts_from_a_model(tmp_path, capsys):
+    pytest.importorskip("codec.model")
+    from codec.model import load_codec
+
+    manifest = _manifest(tmp_path)
+    base = ["train", "codec", "--config", str(TINY_CONFIG), "--manifest", str(manifest)]
+    assert main([*base, "--out", str(tmp_path / "a"), "--steps", "2"]) == 0
+    first = tmp_path / "a" / "model.safetensors"
+    # One step at lr ~0 from --init stays next to the starting weights; a fresh start does not.
+    config = json.loads(TINY_CONFIG.read_text())
+    config["train"]["lr"] = 1e-12
+    path = tmp_path / "slow.json"
+    path.write_text(json.dumps(config))
+    slow = ["train", "codec", "--config", str(path), "--manifest", str(manifest), "--steps", "1"]
+    assert main([*slow, "--out", str(tmp_path / "b"), "--init", str(first)]) == 0
+    assert main([*slow, "--out", str(tmp_path / "c")]) == 0
+    a, b, c = (load_codec(tmp_path / x / "model").state_dict() for x in "abc")
+    floats = [k for k in a if a[k].is_floating_point()]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in floats)
+    assert not all(torch.allclose(a[k], c[k], atol=1e-6) for k in floats)
+    capsys.readouterr()
+    bad = tmp_path / "other.json"
+    config["codec"]["latent_dim"] = 8
+    bad.write_text(json.dumps(config))
+    args = ["train", "codec", "--config", str(bad), "--manifest", str(manifest)]
+    assert main([*args, "--out", str(tmp_path / "d"), "--init", str(first)]) == 2
+    assert "dims differ" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"train": {"lrr": 1}}, "train: unknown key 'lrr'"),
+        ({"optimiser": {}}, "unknown config section 'optimiser'"),
+        ({"loss": {"mel": "high"}}, "loss.mel: expected float"),
+        ({"discriminator": {"periods": 2}}, "discriminator.periods: expected a list"),
+        ({"data": {"crop_sconds": 1}}, "data: unknown key 'crop_sconds'"),
+        ({"loss": {"adversarial_kind": "x"}}, "adversarial_kind must be one of"),
+        ({"codec": {"not_a_dim": 1}}, "codec: unknown key 'not_a_dim'"),
+        ({"train": {"warmup_steps": 50}}, "warmup_steps must be in [0, max_steps=3]"),
+    ],
+)
+def test_config_errors_are_one_line_naming_the_key(tmp_path, capsys, patch, message):
+    pytest.importorskip("codec.model")
+    config = json.loads(TINY_CONFIG.read_text())
+    for section, values in patch.items():
+        config.setdefault(section, {}).update(values)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))
+    code = main(["train", "codec", "--config", str(path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,175 @@
+"""Losses of codec training: reconstruction, adversarial, feature matching, and the weights
+that combine them. All of it stays in training code; the codec never sees a loss weight.
+
+Conventions follow descript-audio-codec (DAC), the recipe that trains well without a
+balancer: reconstruction terms summed over mel scales, adversarial and feature-matching
+terms summed over discriminators. EnCodec's gradient balancer is available as an option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from core.audio import MelConfig, log_mel
+
+ADVERSARIAL_KINDS = ("hinge", "lsgan")
+
+
+@dataclass(frozen=True)
+class CodecLossWeights:
+    """How the generator's losses are combined.
+
+    Defaults are DAC's: mel 15 (a sum over 7 mel scales of log10-mel L1), adversarial 1 and
+    feature matching 2 (sums over discriminators), commitment 0.25, codebook 1.
+
+    With `balancer=True` (EnCodec), the weights of the terms that depend on the output audio
+    (waveform, mel, adversarial, feature matching) become shares of one gradient of norm
+    `balancer_norm` at the output audio, whatever each loss's own scale; EnCodec used
+    waveform 0.1, mel 1, adversarial 3, feature matching 3.
+    """
+
+    mel: float = 15.0  # multi-scale log-mel L1: the main reconstruction signal
+    waveform: float = 0.0  # L1 on samples; DAC does without it, EnCodec used 0.1
+    adversarial: float = 1.0  # generator's adversarial loss, summed over discriminators
+    feature_matching: float = 2.0  # L1 between discriminator activations on real and fake
+    commitment: float = 0.25  # pulls encoder outputs towards their codes
+    codebook: float = 1.0  # pulls codes towards encoder outputs (0 with EMA codebooks)
+    adversarial_kind: str = "hinge"  # one of ADVERSARIAL_KINDS; "lsgan" is HiFi-GAN/DAC's
+    mel_n_ffts: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)  # window sizes, hop n/4
+    mel_bands: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)  # mel bands per window
+    mel_floor: float = 1e-5  # power floor before log10
+    balancer: bool = False
+    balancer_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.adversarial_kind not in ADVERSARIAL_KINDS:
+            raise ValueError(
+                f"adversarial_kind must be one of {ADVERSARIAL_KINDS}, got {self.adversarial_kind!r}"
+            )
+        if len(self.mel_n_ffts) != len(self.mel_bands) or not self.mel_n_ffts:
+            raise ValueError("mel_n_ffts and mel_bands must be non-empty and of equal length")
+        weights = (self.mel, self.waveform, self.adversarial, self.feature_matching)
+        if min(*weights, self.commitment, self.codebook) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if self.mel_floor <= 0 or self.balancer_norm <= 0:
+            raise ValueError("mel_floor and balancer_norm must be positive")
+
+    def mel_configs(self, sample_rate: int) -> tuple[MelConfig, ...]:
+        return tuple(
+            MelConfig(sample_rate=sample_rate, n_fft=n, hop_length=n // 4, n_mels=m)
+            for n, m in zip(self.mel_n_ffts, self.mel_bands)
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Reconstruction
+
+
+def multiscale_mel_loss(
+    fake: torch.Tensor, real: torch.Tensor, configs: Sequence[MelConfig], *, floor: float = 1e-5
+) -> torch.Tensor:
+    """Sum over mel configurations of mean |log10 mel(fake) - log10 mel(real)|.
+
+    fake, real: (B, 1, T) or (B, T) at the configs' sample rate. Zero iff the mel powers
+    agree above the floor. Uses core.audio's one log-mel definition.
+
+    Each item's mean is removed first. A mel filterbank gives no weight to 0 Hz, but a
+    windowed offset leaks into the lowest bands of the short windows (750 Hz wide at
+    n_fft=32, 24 kHz), so without this a codec learns a large DC offset as a cheap way to
+    fill the low bands early in training, which nothing here penalises except the
+    waveform loss.
+    """
+    fake = fake - fake.mean(dim=-1, keepdim=True)
+    real = real - real.mean(dim=-1, keepdim=True)
+    total = fake.new_zeros(())
+    for config in configs:
+        a = log_mel(fake, config, floor=floor)  # (B, [1,] M, frames)
+        b = log_mel(real, config, floor=floor)
+        total = total + F.l1_loss(a, b)
+    return total
+
+
+# ---------------------------------------------------------------------------------------
+# Adversarial (each takes a list of logit maps, one per discriminator, and sums them)
+
+
+def discriminator_loss(
+    real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor], kind: str
+) -> torch.Tensor:
+    """Hinge: mean relu(1 - D(x)) + mean relu(1 + D(G)); LSGAN: mean (1 - D(x))^2 + mean D(G)^2.
+
+    Minimised by the discriminator; zero once every real logit is >= 1 and every fake one
+    <= -1 (hinge), or real == 1 and fake == 0 (LSGAN)."""
+    total = real_logits[0].new_zeros(())
+    for real, fake in zip(real_logits, fake_logits, strict=True):
+        if kind == "hinge":
+            total = total + F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        elif kind == "lsgan":
+            total = total + (1 - real).pow(2).mean() + fake.pow(2).mean()
+        else:
+            raise ValueError(f"unknown adversarial loss {kind!r}")
+    return total
+
+
+def generator_adversarial_loss(fake_logits: Sequence[torch.Tensor], kind: str) -> torch.Tensor:
+    """Hinge: mean relu(1 - D(G)) (EnCodec); LSGAN: mean (1 - D(G))^2 (HiFi-GAN, DAC)."""
+    total = fake_logits[0].new_zeros(())
+    for fake in fake_logits:
+        if kind == "hinge":
+            total = total + F.relu(1 - fake).mean()
+        elif kind == "lsgan":
+            total = total + (1 - fake).pow(2).mean()
+        else:
+            raise ValueError(f"unknown adversarial loss {kind!r}")
+    return total
+
+
+def feature_matching_loss(
+    real_features: Sequence[Sequence[torch.Tensor]],
+    fake_features: Sequence[Sequence[torch.Tensor]],
+) -> torch.Tensor:
+    """Sum over discriminators and layers of mean |real - fake| (real features detached)."""
+    total = fake_features[0][0].new_zeros(())
+    for reals, fakes in zip(real_features, fake_features, strict=True):
+        for real, fake in zip(reals, fakes, strict=True):
+            total = total + F.l1_loss(fake, real.detach())
+    return total
+
+
+# ---------------------------------------------------------------------------------------
+# EnCodec's gradient balancer, without state so that a resumed run stays exact
+
+
+def balanced_loss(
+    losses: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    output: torch.Tensor,
+    *,
+    norm: float = 1.0,
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    """A scalar whose value is sum(w_i * loss_i) and whose gradient at `output` is
+    norm * sum_i (w_i / sum w) * g_i / |g_i|, with g_i = d loss_i / d output and |g_i| the
+    per-example L2 norm averaged over the batch. Back-propagating it through the generator
+    gives each loss a fixed share of the gradient, independent of its scale.
+
+    output: (B, ...) the generated audio, part of the graph of every loss in `losses`.
+    EnCodec keeps an EMA of the norms; this uses the current batch's (EMA decay 0), which
+    needs no state in the checkpoint.
+    """
+    active = {k: v for k, v in losses.items() if weights.get(k, 0.0) > 0}
+    if not active:
+        return output.new_zeros(())
+    total_weight = sum(weights[k] for k in active)
+    combined = torch.zeros_like(output)
+    for name, loss in active.items():
+        (g,) = torch.autograd.grad(loss, output, retain_graph=True)  # (B, ...)
+        g_norm = g.flatten(1).norm(dim=1).mean()
+        combined = combined + (weights[name] / total_weight) * norm * g / (g_norm + eps)
+    value = sum(weights[k] * v.detach() for k, v in active.items())
+    surrogate = (output * combined.detach()).sum()
+    return value + surrogate - surrogate.detach()

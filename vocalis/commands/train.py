@@ -1,0 +1,253 @@
+"""`vocalis train codec`: train the neural codec from a JSON config.
+
+This module is the only reader of training config files. A config has these sections,
+each mapped onto a frozen dataclass (unknown keys are refused, naming the key):
+
+    "train"          training.trainer.TrainConfig (out_dir defaults to runs/<config name>)
+    "codec"          codec.model.CodecDims
+    "discriminator"  training.discriminators.DiscriminatorDims
+    "loss"           training.codec_losses.CodecLossWeights
+    "data"           training.codec_task.CropConfig (its sample_rate is the codec's, its
+                     seed the run's) plus "manifests": a list of paths, or of
+                     {"path": ..., "repeat": N} to weight a small corpus up. Relative paths
+                     are under $VOCALIS_DATA (default ~/.cache/vocalis/corpus). Only
+                     utterances of split "train" are used.
+    "notes"          free text, ignored
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+SECTIONS = ("train", "codec", "discriminator", "loss", "data", "notes")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    group = subparsers.add_parser("train", help="train a model from a JSON config")
+    group.set_defaults(group_parser=group)
+    sub = group.add_subparsers(title="train commands", metavar="COMMAND")
+
+    codec = sub.add_parser(
+        "codec",
+        help="train the neural codec (GAN: codec + discriminators)",
+        description="Train the codec; resumes from the newest checkpoint in the output folder.",
+    )
+    codec.add_argument("--config", required=True, help="JSON config (training/configs/*.json)")
+    codec.add_argument("--out", default=None, help="output folder (overrides train.out_dir)")
+    codec.add_argument("--steps", type=int, default=None, help="overrides train.max_steps")
+    codec.add_argument(
+        "--no-resume", action="store_true", help="start afresh even if checkpoints exist"
+    )
+    codec.add_argument(
+        "--init",
+        default=None,
+        help="start the codec from this model checkpoint (.safetensors); same dims required",
+    )
+    codec.add_argument(
+        "--manifest",
+        action="append",
+        default=None,
+        help="training manifest (repeatable; replaces the config's data.manifests)",
+    )
+    codec.set_defaults(handler=run_codec)
+
+
+# ---------------------------------------------------------------------------------------
+# Config -> dataclasses
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    from core.errors import VocalisError
+
+    path = Path(path)
+    if not path.is_file():
+        raise VocalisError(f"no such config: '{path}'")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise VocalisError(f"{path}: invalid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise VocalisError(f"{path}: the config must be a JSON object")
+    unknown = sorted(set(config) - set(SECTIONS))
+    if unknown:
+        raise VocalisError(
+            f"{path}: unknown config section '{unknown[0]}' (known: {', '.join(SECTIONS)})"
+        )
+    for name in SECTIONS[:-1]:
+        if not isinstance(config.get(name, {}), dict):
+            raise VocalisError(f"{path}: section '{name}' must be a JSON object")
+    return config
+
+
+def build(cls: type, values: dict[str, Any], where: str, **fixed: Any) -> Any:
+    """`cls(**values, **fixed)`, checking names and simple types; errors name `where.key`."""
+    from core.errors import VocalisError
+
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)} - set(fixed)
+    kwargs = dict(fixed)
+    for key, value in values.items():
+        if key not in known:
+            raise VocalisError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(known))})")
+        kwargs[key] = _convert(hints[key], value, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise VocalisError(f"{where}: {' '.join(str(e).split())}") from None
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    from core.errors import VocalisError
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _convert(options[0], value, where) if len(options) == 1 else value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise VocalisError(f"{where}: expected a list, got {json.dumps(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, where) for v in value)
+        if args and len(args) != len(value):
+            raise VocalisError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(a, v, where) for a, v in zip(args, value)) if args else tuple(value)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(hint, True)
+    if not ok:
+        raise VocalisError(f"{where}: expected {hint.__name__}, got {json.dumps(value)}")
+    return float(value) if hint is float else value
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestSpec:
+    path: str
+    repeat: int = 1
+
+
+def manifest_specs(data: dict[str, Any], where: str) -> list[ManifestSpec]:
+    from core.errors import VocalisError
+    from vocalis.commands.data import default_data_root
+
+    entries = data.get("manifests", [])
+    if not isinstance(entries, list) or not entries:
+        raise VocalisError(f"{where}: 'manifests' must be a non-empty list (or use --manifest)")
+    specs = []
+    for i, entry in enumerate(entries):
+        entry = {"path": entry} if isinstance(entry, str) else entry
+        spec = build(ManifestSpec, entry if isinstance(entry, dict) else {}, f"{where}[{i}]")
+        if spec.repeat < 1:
+            raise VocalisError(f"{where}[{i}]: repeat must be >= 1")
+        path = Path(spec.path).expanduser()
+        path = path if path.is_absolute() else default_data_root() / path
+        specs.append(ManifestSpec(str(path), spec.repeat))
+    return specs
+
+
+# ---------------------------------------------------------------------------------------
+# The command
+
+
+def run_codec(args: argparse.Namespace) -> int:
+    from codec.model import Codec, CodecDims
+    from core.errors import VocalisError
+    from core.io import write_json_atomic
+    from corpus.manifest import read_manifest
+    from training.codec_losses import CodecLossWeights
+    from training.codec_task import (
+        CodecTask,
+        CropConfig,
+        CropDataset,
+        collate_crops,
+        crop_sampler_factory,
+    )
+    from training.discriminators import DiscriminatorDims, Discriminators
+    from training.trainer import TrainConfig, Trainer
+
+    path = Path(args.config)
+    config = read_config(path)
+    name = path.stem
+    train_values = dict(config.get("train", {}))
+    train_values.setdefault("out_dir", str(Path("runs") / name))
+    if args.out is not None:
+        train_values["out_dir"] = args.out
+    if args.steps is not None:
+        if args.steps <= 0:
+            raise VocalisError(f"--steps must be positive, got {args.steps}")
+        train_values["max_steps"] = args.steps
+    train = build(TrainConfig, train_values, f"{name}: train")
+    dims = build(CodecDims, config.get("codec", {}), f"{name}: codec")
+    disc_dims = build(DiscriminatorDims, config.get("discriminator", {}), f"{name}: discriminator")
+    weights = build(CodecLossWeights, config.get("loss", {}), f"{name}: loss")
+    data = dict(config.get("data", {}))
+    if args.manifest:
+        data["manifests"] = list(args.manifest)
+    specs = manifest_specs(data, f"{name}: data.manifests")
+    data.pop("manifests", None)
+    crop = build(CropConfig, data, f"{name}: data", sample_rate=dims.sample_rate, seed=train.seed)
+
+    utterances = []
+    for spec in specs:
+        train_utts = [u for u in read_manifest(spec.path) if u.split == "train"]
+        utterances += train_utts * spec.repeat
+    if len(utterances) < train.batch_size:
+        raise VocalisError(
+            f"{len(utterances)} training utterance(s) cannot fill a batch of {train.batch_size}"
+        )
+    dataset = CropDataset(utterances, crop)
+    codec = Codec(dims)
+    if args.init is not None:
+        from codec.model import load_codec
+        from core.checkpoint import load_weights
+
+        start = load_codec(args.init)
+        if start.dims != dims:
+            raise VocalisError(f"--init {args.init}: its codec dims differ from the config's")
+        load_weights(codec, start.state_dict(), source=str(args.init))
+    task = CodecTask(codec, dims, Discriminators(disc_dims), weights)
+    out_dir = Path(train.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        out_dir / "config.json",
+        {
+            "train": dataclasses.asdict(train),
+            "codec": dataclasses.asdict(dims),
+            "discriminator": dataclasses.asdict(disc_dims),
+            "loss": dataclasses.asdict(weights),
+            "data": {**dataclasses.asdict(crop), "manifests": [vars(s) for s in specs]},
+        },
+    )
+    print(
+        f"training codec: {_millions(codec)} M parameters, discriminators "
+        f"{_millions(task.discriminators)} M, {len(utterances)} utterances, "
+        f"{crop.crop_seconds:g} s crops, batch {train.batch_size} -> {out_dir}"
+    )
+    trainer = Trainer(
+        task,
+        train,
+        dataset,
+        collate_fn=collate_crops,
+        sampler_factory=crop_sampler_factory(len(dataset), train.batch_size, train.seed),
+    )
+    result = trainer.fit(resume=not args.no_resume)
+    mel = result.metrics.get("generator/mel")
+    mel_text = f", mel loss {mel:.3f}" if mel is not None else ""
+    print(
+        f"done: step {result.step} in {result.seconds:.1f} s{mel_text}; model {result.model_path}"
+    )
+    return 0
+
+
+def _millions(module) -> str:
+    return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}"
