@@ -100,6 +100,23 @@ def test_resume_continues_exactly(tmp_path, options):
     assert kept == ["step_00000005", "step_00000010"]
 
 
+def test_a_stopped_run_exports_its_newest_checkpoint_and_a_finished_one_stays_finished(tmp_path):
+    with pytest.raises(_Crash):  # killed during step 8: the newest checkpoint is step 5
+        Trainer(_CrashingTask(crash_at=8), _config(tmp_path), toy_dataset()).fit()
+    with pytest.raises(FileNotFoundError):
+        Trainer(ToyTask(), _config(tmp_path / "empty"), toy_dataset()).export_latest()
+    trainer = Trainer(ToyTask(seed=9), _config(tmp_path), toy_dataset())
+    path = trainer.export_latest()
+    training = read_model_checkpoint(path, kind="toy", dims_cls=ToyDims).training
+    assert trainer.step == training["steps"] == 5 and training["wall_time_s"] >= 0
+    # Resuming at max_steps trains no further step and exports the same weights.
+    exported = read_model_checkpoint(path, kind="toy", dims_cls=ToyDims).state_dict
+    again = Trainer(ToyTask(seed=3), _config(tmp_path, max_steps=5), toy_dataset()).fit()
+    assert again.step == 5
+    model = read_model_checkpoint(again.model_path, kind="toy", dims_cls=ToyDims).state_dict
+    assert all(torch.equal(exported[k], model[k]) for k in exported)
+
+
 def test_samplers_of_two_processes_split_the_doubled_batch():
     one = RandomBatchSampler(100, 8, seed=3)
     two = [RandomBatchSampler(100, 4, seed=3, rank=r, world_size=2) for r in range(2)]

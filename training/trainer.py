@@ -178,11 +178,13 @@ class Trainer:
         first = next(iter(self.raw))
         self.ema = EMA(self.raw[first], decay=config.ema_decay) if config.ema_decay > 0 else None
         self.step = self.epoch = self.batch_in_epoch = 0
+        # Wall time of the whole run: earlier sessions (from the checkpoint) + this one.
+        self._earlier_seconds, self._session_start = 0.0, time.perf_counter()
 
     # ----------------------------------------------------------------------------------
     def fit(self, *, resume: bool = True) -> TrainResult:
         cfg = self.config
-        start = time.perf_counter()
+        start = self._session_start = time.perf_counter()
         if resume:
             self._resume()
         elif self.dist.is_main and (self.out_dir / "log.jsonl").exists():
@@ -201,7 +203,7 @@ class Trainer:
         )
         window = _Window()
         micro: list[Any] = []
-        for batch in self._batches():
+        for batch in self._batches() if self.step < cfg.max_steps else ():
             micro.append(batch)
             if len(micro) < cfg.grad_accum:
                 continue
@@ -220,10 +222,18 @@ class Trainer:
             if self.step >= cfg.max_steps:
                 break
         bar.close()
-        model_path = self._export(time.perf_counter() - start) if self.dist.is_main else None
+        model_path = self._export() if self.dist.is_main else None
         if self.dist.enabled:
             dist.barrier()
         return TrainResult(self.step, window.last or {}, model_path, time.perf_counter() - start)
+
+    def export_latest(self) -> Path:
+        """Write the model of the newest training checkpoint (EMA weights if the run keeps
+        them) without training: for a run that was stopped, or to look at one mid-way."""
+        if ckpt.latest_checkpoint(self.out_dir) is None:
+            raise FileNotFoundError(f"no training checkpoint in {self.out_dir}")
+        self._resume()
+        return self._export()
 
     # ----------------------------------------------------------------------------------
     def _batches(self) -> Iterator[Any]:
@@ -315,6 +325,7 @@ class Trainer:
                 "step": self.step,
                 "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch,
+                "wall_time_s": self.wall_time(),
                 "world_size": self.dist.world_size,
                 "config": dataclasses.asdict(self.config),
                 "modules": {n: m.state_dict() for n, m in self.raw.items()},
@@ -344,16 +355,22 @@ class Trainer:
             state["epoch"],
             state["batch_in_epoch"],
         )
+        self._earlier_seconds = float(state.get("wall_time_s", 0.0))
+        self._session_start = time.perf_counter()
         if rng is not None and state.get("world_size") == self.dist.world_size:
             ckpt.set_rng_state(rng)
         if self.dist.is_main:
             _truncate_log(self.out_dir / "log.jsonl", self.step)
 
-    def _export(self, seconds: float) -> Path:
+    def wall_time(self) -> float:
+        """Seconds this run has trained, over all sessions that resumed it."""
+        return self._earlier_seconds + time.perf_counter() - self._session_start
+
+    def _export(self) -> Path:
         model, dims = self.task.export()
         summary = {
             "steps": self.step,
-            "wall_time_s": round(seconds, 1),
+            "wall_time_s": round(self.wall_time(), 1),
             "device": _device_name(self.device),
             "processes": self.dist.world_size,
             "effective_batch": self.config.batch_size

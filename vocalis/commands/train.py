@@ -45,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-resume", action="store_true", help="start afresh even if checkpoints exist"
     )
     codec.add_argument(
+        "--export",
+        action="store_true",
+        help="write model.safetensors from the newest checkpoint in the output folder, no training",
+    )
+    codec.add_argument(
         "--init",
         default=None,
         help="start the codec from this model checkpoint (.safetensors); same dims required",
@@ -240,6 +245,13 @@ def run_codec(args: argparse.Namespace) -> int:
         collate_fn=collate_crops,
         sampler_factory=crop_sampler_factory(len(dataset), train.batch_size, train.seed),
     )
+    if args.export:
+        try:
+            path = trainer.export_latest()
+        except FileNotFoundError as e:
+            raise VocalisError(str(e)) from None
+        print(f"exported step {trainer.step} to {path}")
+        return 0
     result = trainer.fit(resume=not args.no_resume)
     mel = result.metrics.get("generator/mel")
     mel_text = f", mel loss {mel:.3f}" if mel is not None else ""
