@@ -137,6 +137,19 @@ def save_model(
     return weights_path
 
 
+def weights_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a checkpoint's safetensors file: the identity of its weights (computed
+    from the file, so it is right even if the side JSON was edited or lost)."""
+    weights_path, _ = checkpoint_paths(path)
+    if not weights_path.is_file():
+        raise CheckpointError(f"no checkpoint at '{weights_path}'")
+    digest = hashlib.sha256()
+    with open(weights_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_model_checkpoint(
     path: str | os.PathLike, *, kind: str, dims_cls: type[D]
 ) -> ModelCheckpoint:

@@ -1,8 +1,8 @@
 """Preprocessing cache: encoded features of every utterance in compact safetensors shards.
 
 An encoder is anything with `name`, `version_hash`, `input_rate` and `encode(wav, rate)`
-(`FeatureEncoder`): today the resampler (`ResampleEncoder`, 16-bit PCM at one rate),
-later the codec (tokens). Each utterance's entry is keyed by a SHA-256 of the source file
+(`FeatureEncoder`): the resampler (`ResampleEncoder`, 16-bit PCM at one rate) and the
+codec (`CodecEncoder`, int16 tokens (n, F) keyed by the checkpoint's weights hash). Each utterance's entry is keyed by a SHA-256 of the source file
 (absolute path, size, mtime) and the encoder (name, version hash): changing either makes
 a new key, so the entry is re-encoded on the next `build` and the stale one dropped.
 
@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -63,6 +63,44 @@ class ResampleEncoder:
     def encode(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
         pcm = (wav[0].clamp(-1, 1) * 32767).round()  # (T,)
         return pcm.to(torch.int16)
+
+
+@dataclass(frozen=True, eq=False)
+class CodecEncoder:
+    """Codec tokens (n, F) int16 of any `CompressionModel`, identified by `weights_hash`
+    (the checkpoint's SHA-256): new weights make new keys, so the cache re-encodes."""
+
+    model: Any  # codec.interface.CompressionModel, in eval mode
+    weights_hash: str
+    n_codebooks: int | None = None  # None: all of the model's codebooks
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, n_codebooks: int | None = None):
+        from codec.model import load_codec
+        from core.checkpoint import weights_sha256
+
+        model = load_codec(path).eval()
+        if n_codebooks is not None and not 1 <= n_codebooks <= model.num_codebooks:
+            raise ValueError(f"n_codebooks must be in [1, {model.num_codebooks}]")
+        return cls(model, weights_sha256(path), n_codebooks)
+
+    @property
+    def name(self) -> str:
+        return f"codec-{self.weights_hash[:12]}-q{self.n_codebooks or self.model.num_codebooks}"
+
+    @property
+    def version_hash(self) -> str:
+        text = f"codec-v1:{self.weights_hash}:{self.n_codebooks}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def input_rate(self) -> int:
+        return self.model.sample_rate
+
+    def encode(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        with torch.inference_mode():
+            codes = self.model.encode(wav[None], self.n_codebooks)  # (1, n, F)
+        return codes[0].to(torch.int16)  # (n, F); codebooks have <= 32768 entries
 
 
 def source_fingerprint(path: str | os.PathLike) -> str:

@@ -91,3 +91,47 @@ def test_resample_cache_feeds_the_dataset(tmp_path):
         assert (a - b).abs().max() < 1e-3
     cropped = ManifestDataset(utts, 16000, max_seconds=0.5, random_crop=False)
     assert cropped[2].wav.shape == (8000,) and cropped.durations == [0.5, 0.5, 0.5]
+
+
+def _tiny_codec_checkpoint(path, seed):
+    from codec.model import Codec, CodecDims, save_codec
+
+    torch.manual_seed(seed)
+    dims = CodecDims(
+        sample_rate=8000, strides=(2, 4), encoder_channels=(2, 4, 8), decoder_channels=(8, 4, 2),
+        latent_dim=8, n_codebooks=3, codebook_size=16, codebook_dim=4, dilations=(1,),
+    )  # fmt: skip
+    return save_codec(path, Codec(dims).eval())
+
+
+def test_codec_token_cache_matches_the_codec_and_rebuilds_for_new_weights(tmp_path, capsys):
+    from codec.model import load_codec
+    from core.audio import load_audio
+    from corpus.cache import CodecEncoder
+    from corpus.manifest import write_manifest
+    from vocalis.cli import main
+
+    utts = _utts(tmp_path, 3)
+    first = _tiny_codec_checkpoint(tmp_path / "a" / "codec", seed=0)
+    cache = FeatureCache(tmp_path / "tok", CodecEncoder.from_checkpoint(first, n_codebooks=2))
+    assert cache.build(utts).encoded == 3
+    model = load_codec(first)
+    wav, _ = load_audio(utts[1].audio, 8000)
+    with torch.inference_mode():
+        expected = model.encode(wav[None], 2)[0]  # (2, F)
+    tokens = cache.get(utts[1])
+    assert tokens.dtype == torch.int16 and torch.equal(tokens.long(), expected)
+
+    # Other weights (same dims): a new encoder identity, so every entry is re-encoded.
+    second = _tiny_codec_checkpoint(tmp_path / "b" / "codec", seed=1)
+    again = FeatureCache(tmp_path / "tok", CodecEncoder.from_checkpoint(second, n_codebooks=2))
+    assert again.build(utts).encoded == 3
+
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, utts)
+    out = tmp_path / "cli"
+    assert main(["data", "cache", str(manifest), "--codec", str(first), "-o", str(out)]) == 0
+    assert "3 encoded" in capsys.readouterr().out
+    bad = ["data", "cache", str(manifest), "--codec", str(first), "--codebooks", "9"]
+    assert main([*bad, "-o", str(out)]) == 2
+    assert "--codebooks" in capsys.readouterr().err

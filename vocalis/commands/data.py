@@ -105,14 +105,17 @@ def _register_split(sub: argparse._SubParsersAction) -> None:
 def _register_cache(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "cache",
-        help="build the resampled-audio cache of a manifest",
-        description="Resample every utterance to one rate into compact shards with their own "
-        "manifest; entries are rebuilt when the source file or the encoder changes.",
+        help="build the resampled-audio or codec-token cache of a manifest",
+        description="Resample every utterance to one rate (or, with --codec, encode it to codec "
+        "tokens) into compact shards with their own manifest; entries are rebuilt when the "
+        "source file or the encoder (the codec's weights) changes.",
     )
     p.add_argument("manifest", help="manifest to read")
     p.add_argument("--sample-rate", type=int, default=16000, help="target rate (Hz)")
     p.add_argument("-o", "--output", default=None, help="cache folder (default: DATA/cache/...)")
     p.add_argument("--shard-seconds", type=float, default=1800.0, help="audio per shard")
+    p.add_argument("--codec", default=None, help="codec checkpoint: cache its tokens instead")
+    p.add_argument("--codebooks", type=int, default=None, help="codebooks to keep (default all)")
     p.set_defaults(handler=run_cache)
 
 
@@ -208,14 +211,20 @@ def run_split(args: argparse.Namespace) -> int:
 
 def run_cache(args: argparse.Namespace) -> int:
     from core.errors import VocalisError
-    from corpus.cache import FeatureCache, ResampleEncoder
+    from corpus.cache import CodecEncoder, FeatureCache, ResampleEncoder
     from corpus.manifest import read_manifest
 
     if args.sample_rate < 1000 or args.shard_seconds <= 0:
         raise VocalisError("--sample-rate must be >= 1000 and --shard-seconds positive")
     manifest = Path(args.manifest)
     utterances = read_manifest(manifest)
-    encoder = ResampleEncoder(args.sample_rate)
+    if args.codec is not None:
+        try:
+            encoder = CodecEncoder.from_checkpoint(args.codec, args.codebooks)
+        except ValueError as e:
+            raise VocalisError(f"--codebooks: {e}") from None
+    else:
+        encoder = ResampleEncoder(args.sample_rate)
     output = (
         Path(args.output)
         if args.output
