@@ -8,10 +8,15 @@ or (B, T). Loading goes through libsndfile (wav, flac, ogg/vorbis, opus, mp3, ai
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
+import struct
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -22,6 +27,7 @@ from core.errors import AudioError
 from core.io import atomic_path
 
 SAVE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")  # readable
 
 
 @dataclass(frozen=True)
@@ -136,9 +142,7 @@ def save_audio(
 ) -> Path:
     """Write (C, T) or (T,) audio as .wav or .flac, atomically. Samples are clipped to [-1, 1]."""
     path = Path(path)
-    fmt = SAVE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise AudioError(f"cannot save '{path}': use one of {', '.join(SAVE_FORMATS)}")
+    fmt = _save_format(path, "save")
     wav = wav.detach().float().cpu()
     wav = wav.reshape(1, -1) if wav.dim() == 1 else wav
     if wav.dim() != 2:
@@ -150,6 +154,169 @@ def save_audio(
     with atomic_path(path) as tmp:
         sf.write(str(tmp), data, sample_rate, format=fmt, subtype=subtype)
     return path
+
+
+# ---------------------------------------------------------------------------------------
+# Audio in blocks: long files and pipes with bounded memory.
+
+
+class AudioBlocks:
+    """An audio file, or a binary stream such as stdin, read as float32 (C, t) blocks of
+    `seconds`. `sample_rate` and `channels` are known once it is open; iterate once. The
+    file closes at the end of the iteration, on `close()` or on leaving a `with` block.
+
+    An unreadable source, a read error, or a non-finite block raises AudioError."""
+
+    def __init__(self, source: str | os.PathLike | BinaryIO, seconds: float) -> None:
+        if isinstance(source, str | os.PathLike):
+            path = _existing_file(source)
+            self.name, target, where = str(path), str(path), f"'{path}'"
+        else:
+            self.name = "stdin" if source is getattr(sys.stdin, "buffer", None) else "stream"
+            target, where = _stream_target(source), f"from {self.name} (send WAV)"
+        try:
+            self._file = sf.SoundFile(target, closefd=False)
+        except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as e:
+            raise AudioError(f"cannot read audio {where}: {_error_reason(e)}") from None
+        self.sample_rate, self.channels = self._file.samplerate, self._file.channels
+        self._size = max(1, int(seconds * self.sample_rate))
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        with self._file:
+            while True:
+                try:
+                    data = self._file.read(self._size, dtype="float32", always_2d=True)  # (t, C)
+                except (sf.LibsndfileError, RuntimeError) as e:
+                    raise AudioError(
+                        f"cannot read audio '{self.name}': {_error_reason(e)}"
+                    ) from None
+                if len(data) == 0:
+                    return
+                block = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, t)
+                check_audio(block, self.sample_rate, name=f"'{self.name}'")
+                yield block
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> AudioBlocks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_audio_blocks(
+    source: str | os.PathLike | BinaryIO, seconds: float
+) -> Iterator[torch.Tensor]:
+    """float32 (C, t) blocks of `seconds` from a file or binary stream; their concatenation
+    is what `load_audio(path, mono=False)` returns. Opens the source on the first `next`."""
+    with AudioBlocks(source, seconds) as blocks:
+        yield from blocks
+
+
+def _stream_target(stream: BinaryIO) -> int | BinaryIO:
+    """A file descriptor where there is one (libsndfile reads pipes through it), else the
+    object itself (libsndfile's virtual I/O: needs read, seek and tell)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        return stream
+
+
+def write_audio_blocks(
+    path: str | os.PathLike,
+    blocks: Iterable[torch.Tensor],
+    sample_rate: int,
+    channels: int,
+    *,
+    subtype: str = "PCM_16",
+) -> Path:
+    """Write (C, t) blocks as one .wav or .flac file, atomically: a failure part way (or an
+    exception from `blocks`) leaves the previous file, if any. Samples are clipped to [-1, 1].
+    Raises AudioError, naming the file, for a bad suffix or a failed write."""
+    path = Path(path)
+    fmt = _save_format(path, "write")
+    try:
+        with atomic_path(path) as tmp:
+            with sf.SoundFile(str(tmp), "w", sample_rate, channels, subtype, format=fmt) as f:
+                for block in blocks:
+                    f.write(block.detach().float().cpu().clamp(-1.0, 1.0).T.numpy())  # (t, C)
+    except (OSError, sf.LibsndfileError) as e:
+        raise AudioError(f"cannot write '{path}': {_error_reason(e)}") from None
+    return path
+
+
+def write_wav_stream(
+    out: BinaryIO, blocks: Iterable[torch.Tensor], sample_rate: int, channels: int
+) -> None:
+    """(C, t) blocks as 16-bit WAV on a pipe, flushed block by block. The sizes are unknown
+    up front, so the header says 0xFFFFFFFF (as ffmpeg and sox do), which readers take as
+    "until the end of the stream"."""
+    block_align = 2 * channels
+    fmt = struct.pack(
+        "<HHIIHH", 1, channels, sample_rate, sample_rate * block_align, block_align, 16
+    )
+    out.write(b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + struct.pack("<I", 16))
+    out.write(fmt + b"data" + struct.pack("<I", 0xFFFFFFFF))
+    for block in blocks:
+        pcm = (block.clamp(-1, 1) * 32767).round().to(torch.int16).T.contiguous()  # (t, C)
+        out.write(pcm.numpy().astype("<i2").tobytes())
+        out.flush()
+
+
+class StreamResampler:
+    """Band-limited resampling of a signal that arrives in blocks (C, t): each block is
+    resampled with real input on both sides, so the result equals one-pass `resample`
+    up to float rounding. Holds back `context` input samples until `finish`."""
+
+    def __init__(self, orig_rate: int, new_rate: int) -> None:
+        if orig_rate <= 0 or new_rate <= 0:
+            raise AudioError(f"sample rates must be positive, got {orig_rate} and {new_rate}")
+        g = math.gcd(orig_rate, new_rate)
+        self.orig, self.new = orig_rate, new_rate
+        self.a, self.b = orig_rate // g, new_rate // g  # input and output samples per period
+        # torchaudio's sinc kernel reaches 6 zero crossings of the lower rate, plus a period.
+        reach = math.ceil(6 * self.a / min(self.a, self.b) / 0.99) + self.a + 16
+        self.context = self.a * math.ceil(reach / self.a)
+        self.buffer = torch.zeros(1, 0)  # (C, L) input from `start`
+        self.start = self.done = self.total = 0  # `done`: input already turned into output
+        self.emitted = 0  # output samples so far
+
+    def push(self, block: torch.Tensor) -> torch.Tensor:  # (C, t) -> (C, t')
+        if self.total == 0:
+            self.buffer = block[..., :0]
+        self.total += block.shape[-1]
+        if self.orig == self.new:
+            self.done = self.total
+            return self._out(block)
+        self.buffer = torch.cat([self.buffer, block], -1)
+        stop = (self.total - self.context) // self.a * self.a
+        return (
+            self._emit(stop, stop + self.context) if stop > self.done else self._out(block[..., :0])
+        )
+
+    def finish(self) -> torch.Tensor:
+        if self.done == self.total:
+            return self._out(self.buffer[..., :0])
+        return self._emit(self.total, self.total)
+
+    def _emit(self, stop: int, hi: int) -> torch.Tensor:
+        lo = max(0, self.done - self.context)
+        out = resample(self.buffer[..., lo - self.start : hi - self.start], self.orig, self.new)
+        first = (self.done - lo) // self.a * self.b
+        if stop < self.total:
+            count = (stop - self.done) // self.a * self.b
+        else:  # the end: one-pass resampling gives ceil(total * new / orig) samples
+            count = math.ceil(self.total * self.new / self.orig) - self.emitted
+        self.done = stop
+        keep = max(0, stop - self.context)
+        self.buffer, self.start = self.buffer[..., keep - self.start :], keep
+        return self._out(out[..., first : first + count])
+
+    def _out(self, block: torch.Tensor) -> torch.Tensor:
+        self.emitted += block.shape[-1]
+        return block
 
 
 # ---------------------------------------------------------------------------------------
@@ -229,6 +396,19 @@ def _existing_file(path: str | os.PathLike) -> Path:
     if not path.is_file():
         raise AudioError(f"not a file: '{path}'")
     return path
+
+
+def _save_format(path: Path, verb: str) -> str:
+    fmt = SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(f"cannot {verb} '{path}': use one of {', '.join(SAVE_FORMATS)}")
+    return fmt
+
+
+def _error_reason(e: Exception) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return _sf_reason(e)
 
 
 def _sf_reason(e: Exception) -> str:

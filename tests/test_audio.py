@@ -1,3 +1,4 @@
+import io
 import math
 from pathlib import Path
 
@@ -9,8 +10,11 @@ import torch
 
 from core.audio import (
     ASR_MEL,
+    AudioBlocks,
     MelConfig,
+    StreamResampler,
     audio_info,
+    iter_audio_blocks,
     load_audio,
     log_mel,
     loudness,
@@ -19,6 +23,8 @@ from core.audio import (
     normalize_loudness,
     resample,
     save_audio,
+    write_audio_blocks,
+    write_wav_stream,
 )
 from core.errors import AudioError
 
@@ -116,6 +122,80 @@ def test_save_is_atomic_and_round_trips(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out.flac"]  # no temporary left behind
     with pytest.raises(AudioError, match="use one of"):
         save_audio(tmp_path / "out.mp3", wav, 24000)
+
+
+def _noise(channels, samples, seed=0):
+    return torch.randn(channels, samples, generator=torch.Generator().manual_seed(seed)) * 0.1
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_block_reading_equals_whole_file_loading(tmp_path, suffix):
+    path = save_audio(tmp_path / f"x{suffix}", _noise(2, 22050 + 37), 22050)
+    whole, _ = load_audio(path, mono=False)
+    blocks = list(iter_audio_blocks(path, 0.1))
+    assert [b.shape for b in blocks[:-1]] == [(2, 2205)] * 10 and blocks[-1].shape == (2, 37)
+    assert torch.equal(torch.cat(blocks, -1), whole)
+    with AudioBlocks(io.BytesIO(path.read_bytes()), 0.25) as stream:  # a stream, not a path
+        assert (stream.sample_rate, stream.channels) == (22050, 2)
+        assert torch.equal(torch.cat(list(stream), -1), whole)
+
+
+def test_block_reading_errors_name_the_file(tmp_path):
+    with pytest.raises(AudioError, match="no such audio file"):
+        next(iter_audio_blocks(tmp_path / "missing.wav", 1.0))
+    (tmp_path / "text.wav").write_text("not audio")
+    with pytest.raises(AudioError, match="cannot read audio '.*text.wav'"):
+        AudioBlocks(tmp_path / "text.wav", 1.0)
+    with pytest.raises(AudioError, match="cannot read audio from stream"):
+        AudioBlocks(io.BytesIO(b"not audio at all"), 1.0)
+    data = np.zeros((3000, 1), dtype="float32")
+    data[2500] = np.nan
+    sf.write(tmp_path / "nan.wav", data, 16000, subtype="FLOAT")
+    blocks = iter_audio_blocks(tmp_path / "nan.wav", 0.1)
+    assert next(blocks).shape == (1, 1600)  # the bad sample is in the second block
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        next(blocks)
+
+
+def test_block_writing_round_trips_and_is_atomic(tmp_path):
+    wav = _noise(3, 10001)
+    path = write_audio_blocks(tmp_path / "out.flac", wav.split(999, -1), 16000, 3)
+    back, rate = load_audio(path, mono=False)
+    assert rate == 16000 and back.shape == (3, 10001) and (back - wav).abs().max() < 1e-4
+
+    def failing():
+        yield wav[:, :500]
+        raise AudioError("corrupt input")
+
+    with pytest.raises(AudioError, match="corrupt input"):
+        write_audio_blocks(path, failing(), 16000, 3)
+    assert torch.equal(load_audio(path, mono=False)[0], back)  # the old file survives
+    assert [p.name for p in tmp_path.iterdir()] == ["out.flac"]  # no temporary left behind
+    with pytest.raises(AudioError, match="cannot write '.*x.mp3': use one of"):
+        write_audio_blocks(tmp_path / "x.mp3", [wav], 16000, 3)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AudioError, match="cannot write '.*file/y.wav'"):
+        write_audio_blocks(tmp_path / "file" / "y.wav", [wav], 16000, 3)
+
+
+def test_wav_stream_is_readable_as_it_goes(tmp_path):
+    wav = _noise(2, 5000).clamp(-1, 1)
+    out = io.BytesIO()
+    write_wav_stream(out, wav.split(1234, -1), 24000, 2)
+    path = tmp_path / "piped.wav"
+    path.write_bytes(out.getvalue())  # sizes say 0xFFFFFFFF: "until the end of the stream"
+    back, rate = load_audio(path, mono=False)
+    assert rate == 24000 and back.shape == (2, 5000) and (back - wav).abs().max() < 1e-4
+
+
+def test_stream_resampler_equals_one_pass():
+    x = _noise(2, 30001)
+    for orig, new in ((44100, 24000), (16000, 24000), (22050, 24000), (24000, 24000)):
+        resampler = StreamResampler(orig, new)
+        pieces = [resampler.push(x[:, a : a + 4321]) for a in range(0, x.shape[-1], 4321)]
+        out = torch.cat([*pieces, resampler.finish()], -1)
+        torch.testing.assert_close(out, resample(x, orig, new), atol=1e-5, rtol=1e-4)
+        assert resampler.emitted == out.shape[-1]
 
 
 def test_loudness_normalisation_hits_the_target_and_respects_the_peak():

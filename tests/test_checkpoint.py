@@ -1,4 +1,5 @@
 import json
+import os
 import random
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from core.checkpoint import (
     save_tree,
 )
 from core.errors import CheckpointError
-from core.io import write_json_atomic
+from core.io import atomic_path, write_bytes_atomic, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -139,3 +140,19 @@ def test_atomic_json_leaves_old_file_on_failure(tmp_path):
         write_json_atomic(path, {"v": float("nan")})  # not valid JSON: refused, old file kept
     assert json.loads(path.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_files_get_the_permissions_open_would_give(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_bytes_atomic(tmp_path / "a.bin", b"x")
+        with atomic_path(tmp_path / "b.wav") as tmp:
+            assert tmp.name.startswith(".b.wav.") and tmp.suffix == ".wav"
+            tmp.write_bytes(b"y")
+        with open(tmp_path / "c.bin", "wb"):
+            pass
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"a.bin": 0o666 & ~umask, "b.wav": 0o666 & ~umask, "c.bin": 0o666 & ~umask}
