@@ -24,6 +24,8 @@ from codec.quantize import ResidualVQ
 from core.checkpoint import load_model, save_model
 
 KIND = "codec"
+# The trained codec shipped with the repository (weights + dims JSON beside it).
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "codec" / "codec.safetensors"
 
 
 @dataclass(frozen=True)

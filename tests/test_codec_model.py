@@ -15,20 +15,9 @@ import torch.nn.functional as F
 from codec import Codec, CodecDims, CompressionModel, load_codec, save_codec
 from codec.quantize import FactorizedVQ, ResidualVQ
 from core.audio import MelConfig, load_audio, log_mel
+from tests.helpers.codec import TINY
 
 CLIP = Path(__file__).resolve().parents[2] / "shared/data/ljspeech/wavs/LJ001-0001.flac"
-
-TINY = CodecDims(
-    strides=(2, 4, 5),
-    encoder_channels=(4, 8, 16, 32),
-    decoder_channels=(32, 16, 8, 4),
-    latent_dim=16,
-    n_codebooks=4,
-    codebook_size=64,
-    codebook_dim=4,
-    dilations=(1, 3),
-    compress=2,
-)
 
 
 def tiny(**changes) -> Codec:

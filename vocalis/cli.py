@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "vocalis.commands.check",
     "vocalis.commands.train",
     "vocalis.commands.eval",
+    "vocalis.commands.compress",
 )
 
 
