@@ -42,6 +42,7 @@ def test_training_lowers_the_loss_and_exports_a_loadable_model(tmp_path):
         assert torch.equal(value, task.model.state_dict()[name])
     training = read_model_checkpoint(result.model_path, kind="toy", dims_cls=ToyDims).training
     assert training["steps"] == 60 and training["processes"] == 1
+    assert result.metrics["step"] == 60 and result.metrics["loss"] == log[-1]["loss"]
 
 
 class _Crash(Exception):

@@ -201,7 +201,7 @@ class Trainer:
             dynamic_ncols=True,
             desc="train",
         )
-        window = _Window()
+        window, last_record = _Window(), {}
         micro: list[Any] = []
         for batch in self._batches() if self.step < cfg.max_steps else ():
             micro.append(batch)
@@ -212,7 +212,7 @@ class Trainer:
             self.step += 1
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                record = self._log(window)
+                record = last_record = self._log(window)
                 bar.set_postfix(
                     loss=f"{record['loss']:.4f}", items_s=f"{record['items_per_s']:.1f}"
                 )
@@ -225,7 +225,7 @@ class Trainer:
         model_path = self._export() if self.dist.is_main else None
         if self.dist.enabled:
             dist.barrier()
-        return TrainResult(self.step, window.last or {}, model_path, time.perf_counter() - start)
+        return TrainResult(self.step, last_record, model_path, time.perf_counter() - start)
 
     def export_latest(self) -> Path:
         """Write the model of the newest training checkpoint (EMA weights if the run keeps
@@ -307,7 +307,6 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
-        window.last = record
         return record
 
     # ----------------------------------------------------------------------------------
@@ -424,7 +423,6 @@ class _Window:
         self.sums: dict[str, float] = {}
         self.count = 0
         self.start = time.perf_counter()
-        self.last: dict[str, float] | None = None
 
     def add(self, values: dict[str, float]) -> None:
         for k, v in values.items():
