@@ -1,1 +1,22 @@
-"""vocalis asr (filled in by later issues)."""
+"""vocalis speech recognition: a Whisper-style encoder-decoder (`ASRModel`), its BPE
+tokenizer with Whisper's special tokens, decoding (greedy, beam search, temperature
+fallback) and long-form transcription in 30-second windows.
+
+Importing `asr` pulls in torch and the `tokenizers` library, never training code.
+"""
+
+from asr.model import ASRDims, ASRModel, load_asr, save_asr
+from asr.tokenizer import Tokenizer
+from asr.transcribe import Segment, TranscribeOptions, Transcript, transcribe
+
+__all__ = [
+    "ASRDims",
+    "ASRModel",
+    "Segment",
+    "Tokenizer",
+    "TranscribeOptions",
+    "Transcript",
+    "load_asr",
+    "save_asr",
+    "transcribe",
+]

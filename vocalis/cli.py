@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "vocalis.commands.train",
     "vocalis.commands.eval",
     "vocalis.commands.compress",
+    "vocalis.commands.transcribe",
 )
 
 

@@ -1,4 +1,5 @@
-"""`vocalis eval codec`: score a codec checkpoint against Opus and codec2 on real speech."""
+"""`vocalis eval codec`: score a codec checkpoint against Opus and codec2 on real speech.
+`vocalis eval asr`: word error rate of an ASR checkpoint beside pocketsphinx."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     codec.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slowest)")
     codec.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     codec.set_defaults(handler=run_codec)
+    _register_asr(sub)
 
 
 def _clips(args: argparse.Namespace) -> list[str]:
@@ -104,5 +106,102 @@ def run_codec(args: argparse.Namespace) -> int:
         scorer=Scorer(use_visqol=not args.no_visqol),
         progress=lambda clip: print(f"scored {clip}", file=sys.stderr),
     )
+    print(report.to_json() if args.json else report.to_markdown(), end="")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# ASR
+
+ASR_SYNTH_MANIFEST = "synth/manifest.jsonl"  # under the data root
+ASR_REAL_MANIFESTS = ("imports/librispeech.jsonl", "imports/ljspeech.jsonl")
+
+
+def _register_asr(sub: argparse._SubParsersAction) -> None:
+    asr = sub.add_parser(
+        "asr",
+        help="word error rate on held-out synthetic voices and real speech, beside pocketsphinx",
+        description="Transcribes held-out clips with the ASR checkpoint and with pocketsphinx "
+        "(if installed) and prints the WER of each on normalised text, as one markdown table. "
+        "Synthetic: the test split of voices held out of training (--synth, default the "
+        "synthetic corpus). Real: the test split of --real manifests (default the "
+        "librispeech and ljspeech imports), every source represented within --max-clips.",
+    )
+    asr.add_argument("--checkpoint", default=None, help="ASR checkpoint (default: the shipped one)")
+    asr.add_argument("--synth", default=None, help="synthetic-speech manifest")
+    asr.add_argument("--real", action="append", default=None, help="real-speech manifest")
+    asr.add_argument("--split", default="test", help="manifest split to use (default: test)")
+    asr.add_argument("--max-clips", type=int, default=50, help="at most this many clips per set")
+    asr.add_argument("--beam-size", type=int, default=5, help="1 = greedy (default 5)")
+    asr.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    asr.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    asr.add_argument("--no-baselines", action="store_true", help="skip pocketsphinx")
+    asr.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    asr.set_defaults(handler=run_asr)
+
+
+def _asr_clips(paths: list[Path], split: str, max_clips: int, held_out_voices: bool) -> list:
+    from asr.evaluate import Clip
+    from corpus.manifest import read_manifest
+
+    by_source: dict[str, list[Clip]] = {}
+    for path in paths:
+        for u in read_manifest(path):
+            if u.split != split or not u.text:
+                continue
+            if held_out_voices and u.extra.get("speaker_split", split) != split:
+                continue
+            by_source.setdefault(u.source, []).append(Clip(u.audio, u.text))
+    clips: list[Clip] = []
+    queues = [sorted(v, key=lambda c: c.audio) for v in by_source.values()]
+    while len(clips) < max_clips and any(queues):
+        for q in queues:
+            if q and len(clips) < max_clips:
+                clips.append(q.pop(0))
+    return clips
+
+
+def run_asr(args: argparse.Namespace) -> int:
+    from asr.decoding import DecodingOptions
+    from asr.evaluate import evaluate, pocketsphinx_system, vocalis_system
+    from asr.model import load_asr
+    from asr.transcribe import TranscribeOptions
+    from core.errors import VocalisError
+    from vocalis.commands.data import default_data_root
+
+    if args.max_clips <= 0:
+        raise VocalisError(f"--max-clips must be positive, got {args.max_clips}")
+    if args.beam_size < 1 or args.batch_size < 1:
+        raise VocalisError("--beam-size and --batch-size must be at least 1")
+    root = default_data_root()
+    synth = Path(args.synth) if args.synth else root / ASR_SYNTH_MANIFEST
+    real = [Path(p) for p in args.real] if args.real else [root / m for m in ASR_REAL_MANIFESTS]
+    test_sets = {}
+    if args.synth or synth.is_file():
+        clips = _asr_clips([synth], args.split, args.max_clips, held_out_voices=True)
+        if clips:
+            test_sets["synthetic, held-out voices"] = clips
+    real = real if args.real else [p for p in real if p.is_file()]
+    if real:
+        clips = _asr_clips(real, args.split, args.max_clips, held_out_voices=False)
+        if clips:
+            test_sets["real speech"] = clips
+    if not test_sets:
+        raise VocalisError(
+            f"no transcribed utterances of split '{args.split}' found; pass --synth or --real"
+        )
+    model = load_asr(args.checkpoint, device=args.device)
+    options = TranscribeOptions(
+        decoding=DecodingOptions(beam_size=args.beam_size, timestamps=False),
+        batch_size=args.batch_size,
+    )
+    name = Path(args.checkpoint).stem if args.checkpoint else "vocalis"
+    systems = [vocalis_system(model, options, name=f"vocalis ({name})")]
+    baseline = None if args.no_baselines else pocketsphinx_system()
+    if baseline is not None:
+        systems.append(baseline)
+    elif not args.no_baselines:
+        print("pocketsphinx is not installed: no baseline row", file=sys.stderr)
+    report = evaluate(test_sets, systems, progress=lambda line: print(line, file=sys.stderr))
     print(report.to_json() if args.json else report.to_markdown(), end="")
     return 0

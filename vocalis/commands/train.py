@@ -1,4 +1,4 @@
-"""`vocalis train codec`: train the neural codec from a JSON config.
+"""`vocalis train codec|asr`: train the neural codec or the speech recogniser from a JSON config.
 
 This module is the only reader of training config files. A config has these sections,
 each mapped onto a frozen dataclass (unknown keys are refused, naming the key):
@@ -13,6 +13,11 @@ each mapped onto a frozen dataclass (unknown keys are refused, naming the key):
                      are under $VOCALIS_DATA (default ~/.cache/vocalis/corpus). Only
                      utterances of split "train" are used.
     "notes"          free text, ignored
+
+An ASR config (`vocalis train asr`) has the sections of `ASR_SECTIONS`: "train" as above,
+"model" (asr.model.ASRDims, less the tokenizer), "tokenizer" (`TokenizerConfig`), "data"
+(training.asr_task.ASRDataConfig plus "manifests", as above; utterances of split "train"
+with a transcript), "augment" (training.asr_task.SpecAugment) and "notes".
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 SECTIONS = ("train", "codec", "discriminator", "loss", "data", "notes")
+ASR_SECTIONS = ("train", "model", "tokenizer", "data", "augment", "notes")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,36 +44,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the neural codec (GAN: codec + discriminators)",
         description="Train the codec; resumes from the newest checkpoint in the output folder.",
     )
-    codec.add_argument("--config", required=True, help="JSON config (training/configs/*.json)")
-    codec.add_argument("--out", default=None, help="output folder (overrides train.out_dir)")
-    codec.add_argument("--steps", type=int, default=None, help="overrides train.max_steps")
-    codec.add_argument(
+    _add_run_arguments(codec, "start the codec from this model checkpoint; same dims required")
+    codec.set_defaults(handler=run_codec)
+    _register_asr(sub)
+
+
+def _add_run_arguments(p: argparse.ArgumentParser, init_help: str) -> None:
+    """The arguments every `vocalis train MODEL` command takes."""
+    p.add_argument("--config", required=True, help="JSON config (training/configs/*.json)")
+    p.add_argument("--out", default=None, help="output folder (overrides train.out_dir)")
+    p.add_argument("--steps", type=int, default=None, help="overrides train.max_steps")
+    p.add_argument(
         "--no-resume", action="store_true", help="start afresh even if checkpoints exist"
     )
-    codec.add_argument(
+    p.add_argument(
         "--export",
         action="store_true",
         help="write model.safetensors from the newest checkpoint in the output folder, no training",
     )
-    codec.add_argument(
-        "--init",
-        default=None,
-        help="start the codec from this model checkpoint (.safetensors); same dims required",
-    )
-    codec.add_argument(
+    p.add_argument("--init", default=None, help=init_help)
+    p.add_argument(
         "--manifest",
         action="append",
         default=None,
         help="training manifest (repeatable; replaces the config's data.manifests)",
     )
-    codec.set_defaults(handler=run_codec)
 
 
 # ---------------------------------------------------------------------------------------
 # Config -> dataclasses
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
+def read_config(path: str | Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
     from core.errors import VocalisError
 
     path = Path(path)
@@ -79,12 +87,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise VocalisError(f"{path}: invalid JSON: {e}") from None
     if not isinstance(config, dict):
         raise VocalisError(f"{path}: the config must be a JSON object")
-    unknown = sorted(set(config) - set(SECTIONS))
+    unknown = sorted(set(config) - set(sections))
     if unknown:
         raise VocalisError(
-            f"{path}: unknown config section '{unknown[0]}' (known: {', '.join(SECTIONS)})"
+            f"{path}: unknown config section '{unknown[0]}' (known: {', '.join(sections)})"
         )
-    for name in SECTIONS[:-1]:
+    for name in sections[:-1]:
         if not isinstance(config.get(name, {}), dict):
             raise VocalisError(f"{path}: section '{name}' must be a JSON object")
     return config
@@ -165,6 +173,8 @@ def manifest_specs(data: dict[str, Any], where: str) -> list[ManifestSpec]:
 
 
 def run_codec(args: argparse.Namespace) -> int:
+    import torch
+
     from codec.model import Codec, CodecDims
     from core.errors import VocalisError
     from core.io import write_json_atomic
@@ -211,6 +221,7 @@ def run_codec(args: argparse.Namespace) -> int:
             f"{len(utterances)} training utterance(s) cannot fill a batch of {train.batch_size}"
         )
     dataset = CropDataset(utterances, crop)
+    torch.manual_seed(train.seed)  # the same initial weights for the same config
     codec = Codec(dims)
     if args.init is not None:
         from codec.model import load_codec
@@ -263,3 +274,138 @@ def run_codec(args: argparse.Namespace) -> int:
 
 def _millions(module) -> str:
     return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}"
+
+
+# ---------------------------------------------------------------------------------------
+# ASR
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+    vocab_size: int = 1024  # BPE pieces, byte alphabet included (special tokens come on top)
+
+
+def _register_asr(sub: argparse._SubParsersAction) -> None:
+    asr = sub.add_parser(
+        "asr",
+        help="train the speech recogniser (encoder-decoder, BPE tokenizer)",
+        description="Train the ASR model; the BPE tokenizer is trained on the training "
+        "transcripts first (kept in the output folder and inside the exported checkpoint). "
+        "Resumes from the newest checkpoint in the output folder.",
+    )
+    _add_run_arguments(asr, "start from this ASR checkpoint (its dims and tokenizer are used)")
+    asr.set_defaults(handler=run_asr)
+
+
+def run_asr(args: argparse.Namespace) -> int:
+    import torch
+
+    from asr.model import SAMPLE_RATE, ASRDims, ASRModel, load_asr
+    from asr.tokenizer import Tokenizer
+    from core.errors import VocalisError
+    from core.io import write_bytes_atomic, write_json_atomic
+    from corpus.dataset import ManifestDataset, collate_audio
+    from corpus.manifest import read_manifest
+    from training.asr_task import ASRDataConfig, ASRTask, SpecAugment, bucket_sampler_factory
+    from training.trainer import TrainConfig, Trainer
+
+    path = Path(args.config)
+    config = read_config(path, ASR_SECTIONS)
+    name = path.stem
+    train_values = dict(config.get("train", {}))
+    train_values.setdefault("out_dir", str(Path("runs") / name))
+    if args.out is not None:
+        train_values["out_dir"] = args.out
+    if args.steps is not None:
+        if args.steps <= 0:
+            raise VocalisError(f"--steps must be positive, got {args.steps}")
+        train_values["max_steps"] = args.steps
+    train = build(TrainConfig, train_values, f"{name}: train")
+    dims = build(ASRDims, config.get("model", {}), f"{name}: model", n_vocab=0, tokenizer="")
+    tok_config = build(TokenizerConfig, config.get("tokenizer", {}), f"{name}: tokenizer")
+    augment = build(SpecAugment, config.get("augment", {}), f"{name}: augment")
+    data_values = dict(config.get("data", {}))
+    if args.manifest:
+        data_values["manifests"] = list(args.manifest)
+    specs = manifest_specs(data_values, f"{name}: data.manifests")
+    data_values.pop("manifests", None)
+    data = build(ASRDataConfig, data_values, f"{name}: data")
+
+    utterances, too_long = [], 0
+    for spec in specs:
+        for u in read_manifest(spec.path):
+            if u.split != "train" or not u.text:
+                continue
+            if u.duration > data.max_seconds:
+                too_long += 1
+                continue
+            utterances += [u] * spec.repeat
+    if not utterances:
+        raise VocalisError("no training utterances with a transcript in the manifests")
+
+    out_dir = Path(train.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer_path = out_dir / "tokenizer.json"
+    if args.init is not None:
+        start = load_asr(args.init)
+        if dataclasses.replace(start.dims, n_vocab=0, tokenizer="") != dims:
+            raise VocalisError(f"--init {args.init}: its model dims differ from the config's")
+        tokenizer = start.tokenizer
+    elif tokenizer_path.is_file() and not args.no_resume:
+        tokenizer = Tokenizer.from_json(tokenizer_path.read_text())
+    else:
+        texts = sorted({u.text for u in utterances})
+        tokenizer = Tokenizer.train(texts, tok_config.vocab_size)
+    write_bytes_atomic(tokenizer_path, tokenizer.to_json().encode("utf-8"))
+    torch.manual_seed(train.seed)  # the same initial weights for the same config
+    model = ASRModel(dims.with_tokenizer(tokenizer))
+    if args.init is not None:
+        from core.checkpoint import load_weights
+
+        load_weights(model, start.state_dict(), source=str(args.init))
+    task = ASRTask(model, data, augment)
+    write_json_atomic(
+        out_dir / "config.json",
+        {
+            "train": dataclasses.asdict(train),
+            "model": dataclasses.asdict(dataclasses.replace(model.dims, tokenizer="")),
+            "tokenizer": dataclasses.asdict(tok_config),
+            "data": {**dataclasses.asdict(data), "manifests": [vars(s) for s in specs]},
+            "augment": dataclasses.asdict(augment),
+        },
+    )
+    dataset = ManifestDataset(utterances, SAMPLE_RATE)
+    hours = sum(dataset.durations) / 3600
+    skipped = f" ({too_long} over {data.max_seconds:g} s left out)" if too_long else ""
+    print(
+        f"training asr: {_millions(model)} M parameters, {len(utterances)} utterances "
+        f"({hours:.2f} h){skipped}, {tokenizer.n_text} BPE pieces -> {out_dir}"
+    )
+    trainer = Trainer(
+        task,
+        train,
+        dataset,
+        collate_fn=collate_audio,
+        sampler_factory=bucket_sampler_factory(
+            dataset.durations,
+            batch_seconds=data.batch_seconds,
+            batch_size=train.batch_size,
+            seed=train.seed,
+        ),
+    )
+    if args.export:
+        try:
+            exported = trainer.export_latest()
+        except FileNotFoundError as e:
+            raise VocalisError(str(e)) from None
+        print(f"exported step {trainer.step} to {exported}")
+        return 0
+    result = trainer.fit(resume=not args.no_resume)
+    log = out_dir / "log.jsonl"
+    lines = log.read_text().splitlines() if log.is_file() else []
+    last = json.loads(lines[-1]) if lines else {}
+    summary = ""
+    if "loss" in last:
+        summary = f", loss {last['loss']:.3f}, token accuracy {last['model/token_accuracy']:.3f}"
+    print(f"done: step {result.step} in {result.seconds:.1f} s{summary}; model {result.model_path}")
+    return 0

@@ -1,0 +1,341 @@
+"""Decoding one 30-second window (or less) per item: greedy, sampling and beam search on
+the decoder's KV cache, the rules that keep timestamps well formed, no-speech probability,
+and temperature fallback driven by compression ratio and average log-probability.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from asr.model import ASRModel, AudioFeatures
+from asr.tokenizer import TIME_PRECISION, Tokenizer
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    temperature: float = 0.0  # 0: argmax (greedy or beam); > 0: sampling
+    beam_size: int = 1  # > 1: beam search (temperature 0 only)
+    timestamps: bool = False  # predict <|t|> text <|t|> segments
+    max_tokens: int | None = None  # sampled tokens per item; default: what the context holds
+    length_penalty: float | None = None  # None: rank beams by mean log-prob; else GNMT alpha
+    max_initial_timestamp: float = 1.0  # seconds; the first timestamp may not be later
+    suppress_blank: bool = True  # no end-of-text as the first token
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1, got {self.beam_size}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class DecodingResult:
+    tokens: list[int]  # sampled tokens after the prompt, without end-of-text
+    text: str
+    avg_logprob: float  # sum of the sampled tokens' log-probs (end-of-text included) / (n + 1)
+    no_speech_prob: float  # P(<|nospeech|>) right after <|startoftranscript|>
+    temperature: float
+    compression_ratio: float  # len(text bytes) / len(zlib(text bytes)); high = repetitive
+
+
+@dataclass(frozen=True)
+class FallbackOptions:
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def needs_fallback(result: DecodingResult, options: FallbackOptions) -> bool:
+    """Retry at a higher temperature when the text is repetitive or unlikely, unless the
+    window looks like silence (then the no-speech rule, not a retry, decides)."""
+    if (
+        options.no_speech_threshold is not None
+        and result.no_speech_prob > options.no_speech_threshold
+    ):
+        return False
+    ratio_limit = options.compression_ratio_threshold
+    if ratio_limit is not None and result.compression_ratio > ratio_limit:
+        return True
+    return options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold
+
+
+def is_no_speech(result: DecodingResult, options: FallbackOptions) -> bool:
+    """Whisper's rule: likely silence and no confident text."""
+    if options.no_speech_threshold is None or result.no_speech_prob <= options.no_speech_threshold:
+        return False
+    return options.logprob_threshold is None or result.avg_logprob < options.logprob_threshold
+
+
+DecodeFn = Callable[[Tensor, Tensor, DecodingOptions], list[DecodingResult]]
+
+
+def decode_with_fallback(
+    decode_fn: DecodeFn,
+    mel: Tensor,
+    lengths: Tensor,
+    options: DecodingOptions,
+    fallback: FallbackOptions,
+) -> list[DecodingResult]:
+    """Decode at the first temperature; items that `needs_fallback` are decoded again at the
+    next one (sampling, no beams), and so on. Each item keeps its last result."""
+    results: list[DecodingResult | None] = [None] * mel.shape[0]
+    pending = list(range(mel.shape[0]))
+    for temperature in fallback.temperatures:
+        opts = dataclasses.replace(options, temperature=temperature)
+        if temperature > 0:
+            opts = dataclasses.replace(opts, beam_size=1)
+        index = torch.tensor(pending, device=mel.device)
+        for i, result in zip(pending, decode_fn(mel[index], lengths[index], opts)):
+            results[i] = result
+        pending = [i for i in pending if needs_fallback(results[i], fallback)]
+        if not pending:
+            break
+    return results  # type: ignore[return-value]
+
+
+def model_decode_fn(model: ASRModel) -> DecodeFn:
+    """`decode` bound to a model (the usual `decode_fn`)."""
+
+    def fn(mel: Tensor, lengths: Tensor, options: DecodingOptions) -> list[DecodingResult]:
+        return decode(model, mel, lengths, options)
+
+    return fn
+
+
+# ---------------------------------------------------------------------------------------
+# Logit rules
+
+
+class LogitRules:
+    """Sets forbidden next tokens to -inf, row by row, given the tokens sampled so far."""
+
+    def __init__(self, tokenizer: Tokenizer, options: DecodingOptions, n_audio_frames: Tensor):
+        self.tok = tokenizer
+        self.options = options
+        always = [tokenizer.sot, tokenizer.transcribe, tokenizer.no_speech, tokenizer.no_timestamps]
+        self.always = torch.tensor(always)
+        # The last timestamp each row may use: the end of its audio (one step per frame).
+        self.last_timestamp = n_audio_frames.tolist()
+        self.max_initial = round(options.max_initial_timestamp / TIME_PRECISION)
+
+    def apply(self, logits: Tensor, sampled: Sequence[Sequence[int]]) -> Tensor:
+        """logits `(N, V)` for the next token of each row; `sampled` the rows' tokens so far."""
+        logits = logits.float().clone()
+        logits[:, self.always.to(logits.device)] = -torch.inf
+        tb = self.tok.timestamp_begin
+        if not self.options.timestamps:
+            logits[:, tb:] = -torch.inf
+            if self.options.suppress_blank:
+                for row, seq in enumerate(sampled):
+                    if not seq:
+                        logits[row, self.tok.eot] = -torch.inf
+            return logits
+        for row, seq in enumerate(sampled):
+            self._timestamp_rules(logits[row], seq, self.last_timestamp[row])
+        return logits
+
+    def _timestamp_rules(self, logits: Tensor, seq: Sequence[int], last: int) -> None:
+        tok, tb = self.tok, self.tok.timestamp_begin
+        logits[tb + last + 1 :] = -torch.inf  # never past the end of the audio
+        if not seq:  # the first token is a timestamp, and an early one
+            logits[:tb] = -torch.inf
+            logits[tb + self.max_initial + 1 :] = -torch.inf
+            return
+        last_ts = tok.is_timestamp(seq[-1])
+        before_ts = len(seq) < 2 or tok.is_timestamp(seq[-2])
+        if last_ts and before_ts:  # a segment just opened (or closed and reopened): text next
+            logits[tb:] = -torch.inf
+        elif last_ts:  # a segment closed: another timestamp (to open one) or the end
+            logits[: tok.eot] = -torch.inf
+        times = [t for t in seq if tok.is_timestamp(t)]
+        if times:  # never backwards; a new segment may start where the last one closed
+            floor = times[-1] if last_ts and not before_ts else times[-1] + 1
+            logits[tb:floor] = -torch.inf
+        logprobs = logits.log_softmax(-1)
+        if logprobs[tb:].logsumexp(-1) > logprobs[:tb].max():
+            logits[:tb] = -torch.inf  # a timestamp is likelier than any text token
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding
+
+
+@torch.inference_mode()
+def decode(
+    model: ASRModel, mel: Tensor, lengths: Tensor, options: DecodingOptions
+) -> list[DecodingResult]:
+    """Decode a batch of windows: mel `(B, n_mels, F)` with `lengths` valid frames each."""
+    tok = model.tokenizer
+    if tok is None:
+        raise ValueError("the model has no tokenizer")
+    audio = model.embed_audio(mel, lengths)
+    prompt = tok.prompt(options.timestamps)
+    limit = model.dims.n_text_ctx - len(prompt)
+    max_tokens = min(options.max_tokens or limit, limit)
+    rules = LogitRules(tok, options, audio.lengths.repeat_interleave(options.beam_size).cpu())
+    if options.beam_size > 1:
+        if options.temperature > 0:
+            raise ValueError("beam search decodes at temperature 0")
+        found = _beam_search(model, audio, prompt, rules, options, max_tokens)
+    else:
+        found = _sample(model, audio, prompt, rules, options.temperature, max_tokens)
+    results = []
+    for tokens, sum_logprob, no_speech in found:
+        text = tok.decode(tokens)
+        results.append(
+            DecodingResult(
+                tokens=tokens,
+                text=text,
+                avg_logprob=sum_logprob / (len(tokens) + 1),
+                no_speech_prob=no_speech,
+                temperature=options.temperature,
+                compression_ratio=compression_ratio(text),
+            )
+        )
+    return results
+
+
+def _prompt_pass(
+    model: ASRModel, audio: AudioFeatures, prompt: list[int]
+) -> tuple[Tensor, Tensor, object]:
+    """Run the prompt through a fresh cache: last-position logits `(N, V)`, P(no speech) `(N,)`."""
+    n = audio.x.shape[0]
+    cache = model.new_cache(n)
+    tokens = torch.tensor([prompt] * n, device=audio.x.device)  # (N, P)
+    logits = model.decoder(tokens, audio, cache).float()  # (N, P, V)
+    no_speech = logits[:, 0].softmax(-1)[:, model.tokenizer.no_speech]  # after SOT
+    return logits[:, -1], no_speech, cache
+
+
+def _sample(
+    model: ASRModel,
+    audio: AudioFeatures,
+    prompt: list[int],
+    rules: LogitRules,
+    temperature: float,
+    max_tokens: int,
+) -> list[tuple[list[int], float, float]]:
+    eot = model.tokenizer.eot
+    logits, no_speech, cache = _prompt_pass(model, audio, prompt)
+    n = logits.shape[0]
+    sampled: list[list[int]] = [[] for _ in range(n)]
+    sum_logprobs = torch.zeros(n, device=logits.device)
+    done = torch.zeros(n, dtype=torch.bool, device=logits.device)
+    for step in range(max_tokens):
+        logits = rules.apply(logits, sampled)  # (N, V)
+        logprobs = logits.log_softmax(-1)
+        if temperature > 0:
+            next_tokens = torch.multinomial((logits / temperature).softmax(-1), 1).squeeze(1)
+        else:
+            next_tokens = logits.argmax(-1)  # (N,)
+        chosen = logprobs.gather(1, next_tokens.unsqueeze(1)).squeeze(1)
+        sum_logprobs += torch.where(done, 0.0, chosen)
+        next_tokens = torch.where(done, eot, next_tokens)
+        for row, token in enumerate(next_tokens.tolist()):
+            if not done[row] and token != eot:
+                sampled[row].append(token)
+        done |= next_tokens == eot
+        if bool(done.all()) or step == max_tokens - 1:
+            break
+        logits = model.decoder(next_tokens.unsqueeze(1), audio, cache)[:, -1].float()
+    return [(s, float(lp), float(ns)) for s, lp, ns in zip(sampled, sum_logprobs, no_speech)]
+
+
+def _beam_search(
+    model: ASRModel,
+    audio: AudioFeatures,
+    prompt: list[int],
+    rules: LogitRules,
+    options: DecodingOptions,
+    max_tokens: int,
+) -> list[tuple[list[int], float, float]]:
+    """Beam search, `k` beams per item on `k` rows of the cache (reordered each step).
+
+    Each live beam proposes its `k + 1` best continuations; per item the best `k` that do
+    not end the text live on, and those that end it are kept as finished, until `k` have
+    finished or the token budget is spent. The best finished beam wins (by length-normalised
+    log-prob)."""
+    k, eot = options.beam_size, model.tokenizer.eot
+    n_items = audio.x.shape[0]
+    audio = audio.repeat(k)
+    logits, no_speech, cache = _prompt_pass(model, audio, prompt)
+    device = logits.device
+    # Only beam 0 of each item is alive at the start (the k copies are identical).
+    scores = torch.full((n_items * k,), -torch.inf, device=device)
+    scores[::k] = 0.0
+    beams: list[list[int]] = [[] for _ in range(n_items * k)]
+    finished: list[list[tuple[list[int], float]]] = [[] for _ in range(n_items)]
+    for step in range(max_tokens):
+        logprobs = rules.apply(logits, beams).log_softmax(-1)  # (N*k, V)
+        top_lp, top_tok = (scores.unsqueeze(1) + logprobs).topk(k + 1, dim=-1)  # (N*k, k+1)
+        chosen = [
+            c
+            for item in range(n_items)
+            for c in _next_beams(item, k, eot, top_lp, top_tok, beams, finished[item])
+        ]
+        new_scores, source, next_tokens = (list(column) for column in zip(*chosen))
+        beams = [beams[r] + [t] for r, t in zip(source, next_tokens)]
+        scores = torch.tensor(new_scores, device=device)
+        if all(len(f) >= k for f in finished) or step == max_tokens - 1:
+            break
+        cache.reorder(torch.tensor(source, device=device))
+        step_tokens = torch.tensor(next_tokens, device=device).unsqueeze(1)  # (N*k, 1)
+        logits = model.decoder(step_tokens, audio, cache)[:, -1].float()
+    results = []
+    for item in range(n_items):
+        pool = list(finished[item])
+        if len(pool) < k:  # out of budget: the live beams compete too
+            rows = range(item * k, item * k + k)
+            pool += [(beams[r], float(scores[r])) for r in rows if scores[r] > -torch.inf]
+        tokens, score = max(pool, key=lambda c: _rank(c, options.length_penalty))
+        results.append((tokens, score, float(no_speech[item * k])))
+    return results
+
+
+def _next_beams(
+    item: int,
+    k: int,
+    eot: int,
+    top_lp: Tensor,
+    top_tok: Tensor,
+    beams: list[list[int]],
+    finished: list[tuple[list[int], float]],
+) -> list[tuple[float, int, int]]:
+    """The `k` (score, source row, token) that continue `item`'s beams; candidates that end
+    the text go to `finished` (up to `k` of them)."""
+    rows = range(item * k, item * k + k)
+    candidates = sorted(
+        ((float(top_lp[r, j]), r, int(top_tok[r, j])) for r in rows for j in range(k + 1)),
+        key=lambda c: -c[0],
+    )
+    live: list[tuple[float, int, int]] = []
+    for score, row, token in candidates:
+        if score == -torch.inf:
+            break
+        if token != eot:
+            if len(live) < k:
+                live.append((score, row, token))
+        elif len(finished) < k and len(live) < k:
+            finished.append((beams[row], score))
+    while len(live) < k:  # too few candidates survive (a tiny vocabulary): pad with dead beams
+        live.append((-torch.inf, item * k, eot))
+    return live
+
+
+def _rank(candidate: tuple[list[int], float], length_penalty: float | None) -> float:
+    tokens, score = candidate
+    length = len(tokens) + 1
+    penalty = length if length_penalty is None else ((5 + length) / 6) ** length_penalty
+    return score / penalty

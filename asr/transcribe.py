@@ -1,0 +1,320 @@
+"""Transcribing audio of any length: 30-second windows with seek, batched across inputs.
+
+Each input is read block by block (`core.audio.AudioBlocks`, resampled as it streams), and
+only the current window is held, so a two-hour file needs the memory of one window. Per
+round, the current window of up to `batch_size` inputs is decoded in one batch (with
+temperature fallback). A window then moves the input's seek:
+
+- with timestamps, up to the start of a segment the window cut off (it is decoded again
+  at the start of the next window), else by the whole window;
+- without timestamps, or when the window is silence, by the whole window.
+
+Windows quieter than `silence_dbfs` are taken as silence without running the model;
+the others are dropped as no speech by the no-speech rule (`decoding.is_no_speech`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from asr.decoding import (
+    DecodeFn,
+    DecodingOptions,
+    DecodingResult,
+    FallbackOptions,
+    decode_with_fallback,
+    is_no_speech,
+    model_decode_fn,
+)
+from asr.model import HOP_LENGTH, SAMPLE_RATE, ASRModel, log_mel_features
+from asr.tokenizer import TIME_PRECISION, Tokenizer
+from core.audio import AudioBlocks, StreamResampler
+
+WINDOW_SECONDS = 30.0
+WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
+STEP_SAMPLES = int(TIME_PRECISION * SAMPLE_RATE)  # one timestamp step: 320 samples
+MIN_WINDOW_SAMPLES = 2 * HOP_LENGTH  # a shorter tail is not worth a window
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    decoding: DecodingOptions = DecodingOptions(timestamps=True)
+    fallback: FallbackOptions = FallbackOptions()
+    silence_dbfs: float = -60.0  # RMS below this: a silent window, not decoded
+    batch_size: int = 8  # windows decoded together
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # seconds from the start of the input
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    temperature: float
+    compression_ratio: float
+
+
+@dataclass(frozen=True)
+class Transcript:
+    segments: tuple[Segment, ...]
+    duration: float  # seconds of audio read
+    avg_logprob: float  # over every decoded token of the input (0.0 if none was decoded)
+    no_speech_prob: float  # mean over its windows (a silent window counts 1.0)
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments if s.text)
+
+
+# ---------------------------------------------------------------------------------------
+# Audio sources: mono 16 kHz blocks
+
+
+def file_blocks(path: str | os.PathLike, block_seconds: float = 10.0) -> Iterator[Tensor]:
+    """Mono 16 kHz `(t,)` blocks of an audio file, resampled as they stream."""
+    with AudioBlocks(path, block_seconds) as blocks:
+        resampler = StreamResampler(blocks.sample_rate, SAMPLE_RATE)
+        for block in blocks:  # (C, t)
+            out = resampler.push(block.mean(dim=0, keepdim=True))
+            if out.shape[-1]:
+                yield out[0]
+        tail = resampler.finish()
+        if tail.shape[-1]:
+            yield tail[0]
+
+
+def tensor_blocks(wav: Tensor, block_samples: int = WINDOW_SAMPLES) -> Iterator[Tensor]:
+    """Blocks of a mono 16 kHz waveform `(T,)` already in memory."""
+    for start in range(0, wav.shape[-1], block_samples):
+        yield wav[start : start + block_samples]
+
+
+class WindowReader:
+    """Serves `window(seek)`: up to `WINDOW_SAMPLES` samples from sample `seek` on, reading
+    blocks only as far as needed and forgetting everything before `seek` (seek only grows)."""
+
+    def __init__(self, blocks: Iterable[Tensor]) -> None:
+        self._blocks = iter(blocks)
+        self._buffer = torch.zeros(0)  # (L,) samples from `_start`
+        self._start = 0
+        self._eof = False
+        self._read = 0  # samples read so far
+
+    def window(self, seek: int) -> Tensor:
+        if seek < self._start:
+            raise ValueError(f"cannot seek back to sample {seek} (at {self._start})")
+        while self._start + self._buffer.shape[0] < seek and not self._eof:
+            self._start += self._buffer.shape[0]  # skip whole blocks before the seek
+            self._buffer = self._next_block()
+        self._buffer = self._buffer[seek - self._start :]
+        self._start = seek
+        parts = [self._buffer]
+        have = self._buffer.shape[0]
+        while have < WINDOW_SAMPLES and not self._eof:
+            block = self._next_block()
+            parts.append(block)
+            have += block.shape[0]
+        self._buffer = torch.cat(parts) if len(parts) > 1 else self._buffer
+        return self._buffer[:WINDOW_SAMPLES]
+
+    def _next_block(self) -> Tensor:
+        block = next(self._blocks, None)
+        if block is None:
+            self._eof = True
+            return torch.zeros(0)
+        self._read += block.shape[0]
+        return block.float()
+
+    @property
+    def read_samples(self) -> int:
+        return self._read
+
+
+# ---------------------------------------------------------------------------------------
+# One window's tokens -> segments and the next seek
+
+
+@dataclass(frozen=True)
+class WindowSegments:
+    spans: list[tuple[float, float, list[int]]]  # (start, end) seconds in the window, tokens
+    advance: float | None  # seconds to move the seek; None: the whole window
+
+
+def parse_window(tokens: Sequence[int], tokenizer: Tokenizer, timestamps: bool) -> WindowSegments:
+    """Split decoded tokens into timed spans. A span opens at a timestamp and closes at the
+    next one after some text. A span left open (a lone start timestamp at the end: the
+    window cuts the utterance; or text cut by the token budget) is dropped, and the seek
+    stops at its start so that the next window decodes it whole."""
+    text_tokens = [t for t in tokens if not tokenizer.is_timestamp(t)]
+    if not timestamps or not any(tokenizer.is_timestamp(t) for t in tokens):
+        return WindowSegments([(0.0, math.inf, text_tokens)] if text_tokens else [], None)
+    spans: list[tuple[float, float, list[int]]] = []
+    start: float | None = None
+    current: list[int] = []
+    for t in tokens:
+        if not tokenizer.is_timestamp(t):
+            if start is not None:
+                current.append(t)
+            continue
+        time = tokenizer.token_time(t)
+        if start is not None and current:
+            spans.append((start, time, current))
+            start, current = None, []
+        else:
+            start = time  # opens a span (or reopens an empty one)
+    if start is not None and start > 0:  # a span left open: cut by the window (or budget)
+        return WindowSegments(spans, start)
+    if start is not None and current:  # one span, never closed, from the window's start
+        spans.append((start, math.inf, current))
+    return WindowSegments(spans, None)
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class _Stream:
+    index: int
+    reader: WindowReader
+    seek: int = 0
+    segments: list[Segment] = field(default_factory=list)
+    logprob_sum: float = 0.0
+    token_count: int = 0
+    no_speech: list[float] = field(default_factory=list)
+
+    def result(self) -> Transcript:
+        return Transcript(
+            tuple(self.segments),
+            self.reader.read_samples / SAMPLE_RATE,
+            self.logprob_sum / self.token_count if self.token_count else 0.0,
+            sum(self.no_speech) / len(self.no_speech) if self.no_speech else 1.0,
+        )
+
+    def silent(self, window: Tensor) -> None:
+        self.no_speech.append(1.0)
+        self.seek += window.shape[0]
+
+    def apply(
+        self, window: Tensor, result: DecodingResult, tokenizer: Tokenizer, opts: TranscribeOptions
+    ) -> None:
+        self.no_speech.append(result.no_speech_prob)
+        self.logprob_sum += result.avg_logprob * (len(result.tokens) + 1)
+        self.token_count += len(result.tokens) + 1
+        length = window.shape[0]
+        if is_no_speech(result, opts.fallback):
+            self.seek += length
+            return
+        parsed = parse_window(result.tokens, tokenizer, opts.decoding.timestamps)
+        offset, window_end = self.seek / SAMPLE_RATE, length / SAMPLE_RATE
+        for start, end, tokens in parsed.spans:
+            text = tokenizer.decode(tokens)
+            if text:
+                self.segments.append(
+                    Segment(
+                        start=round(offset + min(start, window_end), 3),
+                        end=round(offset + min(end, window_end), 3),
+                        text=text,
+                        avg_logprob=result.avg_logprob,
+                        no_speech_prob=result.no_speech_prob,
+                        temperature=result.temperature,
+                        compression_ratio=result.compression_ratio,
+                    )
+                )
+        advance = length
+        if parsed.advance is not None:
+            advance = min(
+                length, max(STEP_SAMPLES, round(parsed.advance / TIME_PRECISION) * STEP_SAMPLES)
+            )
+        self.seek += advance
+
+
+def _rms_dbfs(wav: Tensor) -> float:
+    rms = float(wav.double().pow(2).mean().sqrt())
+    return 20 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def transcribe_many(
+    sources: Iterable[Callable[[], Iterable[Tensor]]],
+    decode_fn: DecodeFn,
+    tokenizer: Tokenizer,
+    options: TranscribeOptions = TranscribeOptions(),
+) -> Iterator[Transcript]:
+    """Transcripts of `sources` in their order. Each source is a function that opens the
+    input and returns its mono 16 kHz blocks; it is called when the input's turn comes."""
+    pending = iter(enumerate(sources))
+    active: list[_Stream] = []
+    done: dict[int, Transcript] = {}
+    next_out = 0
+    exhausted = False
+    while active or not exhausted:
+        while len(active) < options.batch_size and not exhausted:
+            item = next(pending, None)
+            if item is None:
+                exhausted = True
+            else:
+                active.append(_Stream(item[0], WindowReader(item[1]())))
+        batch: list[tuple[_Stream, Tensor]] = []
+        for stream in list(active):
+            window = stream.reader.window(stream.seek)
+            if window.shape[0] < MIN_WINDOW_SAMPLES:
+                active.remove(stream)
+                done[stream.index] = stream.result()
+            elif _rms_dbfs(window) < options.silence_dbfs:
+                stream.silent(window)
+            else:
+                batch.append((stream, window))
+        if batch:
+            _decode_round(batch, decode_fn, tokenizer, options)
+        while next_out in done:
+            yield done.pop(next_out)
+            next_out += 1
+
+
+def _decode_round(
+    batch: list[tuple[_Stream, Tensor]],
+    decode_fn: DecodeFn,
+    tokenizer: Tokenizer,
+    options: TranscribeOptions,
+) -> None:
+    lengths = torch.tensor([w.shape[0] for _, w in batch])
+    wav = torch.zeros(len(batch), int(lengths.max()))  # (B, T)
+    for row, (_, window) in enumerate(batch):
+        wav[row, : window.shape[0]] = window
+    mel, frames = log_mel_features(wav, lengths)  # (B, M, F), (B,)
+    results = decode_with_fallback(decode_fn, mel, frames, options.decoding, options.fallback)
+    for (stream, window), result in zip(batch, results):
+        stream.apply(window, result, tokenizer, options)
+
+
+def transcribe(
+    model: ASRModel,
+    inputs: Sequence[str | os.PathLike | Tensor],
+    options: TranscribeOptions = TranscribeOptions(),
+) -> Iterator[Transcript]:
+    """Transcripts of audio files (any rate, any length) or mono 16 kHz tensors `(T,)`."""
+    if model.tokenizer is None:
+        raise ValueError("the model has no tokenizer")
+    device = model.device
+    decode_fn = model_decode_fn(model)
+
+    def on_device(mel: Tensor, lengths: Tensor, opts: DecodingOptions) -> list[DecodingResult]:
+        return decode_fn(mel.to(device), lengths.to(device), opts)
+
+    def opener(x: str | os.PathLike | Tensor) -> Callable[[], Iterable[Tensor]]:
+        if isinstance(x, Tensor):
+            return lambda: tensor_blocks(x.reshape(-1))
+        return lambda: file_blocks(x)
+
+    return transcribe_many([opener(x) for x in inputs], on_device, model.tokenizer, options)

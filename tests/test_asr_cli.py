@@ -1,0 +1,118 @@
+"""`vocalis transcribe`, `vocalis label` and `vocalis eval asr` end to end on a tiny
+checkpoint (the model overfitted on two clips), including the one-line errors."""
+
+import json
+
+import pytest
+import torch
+
+from asr.model import SAMPLE_RATE, save_asr
+from core.audio import save_audio
+from corpus.manifest import Utterance, read_manifest, write_manifest
+from tests.helpers.asr import TEXTS, clip, one_thread, overfitted
+from vocalis.cli import main
+
+_threads = pytest.fixture(autouse=True)(one_thread)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("asr_cli")
+    model, _ = overfitted()
+    checkpoint = save_asr(root / "tiny", model)
+    audio = root / "audio"
+    (audio / "spk").mkdir(parents=True)
+    save_audio(audio / "spk" / "hello.wav", clip(0, 1.0)[None], SAMPLE_RATE)
+    save_audio(audio / "spk" / "morning.wav", clip(1, 0.8)[None], SAMPLE_RATE)
+    save_audio(audio / "silence.wav", torch.zeros(1, SAMPLE_RATE), SAMPLE_RATE)
+    (audio / "broken.wav").write_text("not audio")
+    return root, str(checkpoint), audio
+
+
+def _one_line_error(capsys, needle):
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_transcribe_writes_every_format(files, capsys):
+    root, checkpoint, audio = files
+    hello, silence = str(audio / "spk" / "hello.wav"), str(audio / "silence.wav")
+    assert main(["transcribe", hello, "--model", checkpoint]) == 0
+    assert capsys.readouterr().out == f"{TEXTS[0]}\n"
+    assert main(["transcribe", silence, "--model", checkpoint, "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["text"] == "" and doc["segments"] == [] and doc["no_speech_prob"] == 1.0
+    out = root / "subs"
+    morning = str(audio / "spk" / "morning.wav")
+    for fmt in ("srt", "vtt", "json"):
+        argv = ["transcribe", hello, morning, "--model", checkpoint, "--format", fmt]
+        assert main([*argv, "-o", str(out), "--beam-size", "2"]) == 0
+    assert (out / "hello.srt").read_text() == f"1\n00:00:00,000 --> 00:00:01,000\n{TEXTS[0]}\n"
+    assert (out / "morning.vtt").read_text().startswith("WEBVTT\n\n00:00:00.000 --> 00:00:00.800")
+    assert json.loads((out / "morning.json").read_text())["text"] == TEXTS[1]
+
+
+def test_transcribe_errors_are_one_line(files, capsys, tmp_path):
+    _, checkpoint, audio = files
+    hello = str(audio / "spk" / "hello.wav")
+    assert main(["transcribe", str(audio / "broken.wav"), "--model", checkpoint]) == 2
+    _one_line_error(capsys, "cannot read audio")
+    assert main(["transcribe", str(tmp_path / "nope.wav"), "--model", checkpoint]) == 2
+    _one_line_error(capsys, "no such audio file")
+    assert main(["transcribe", hello, "--model", str(tmp_path / "none.safetensors")]) == 2
+    _one_line_error(capsys, "no ASR model at")
+    assert main(["transcribe", hello, "--model", checkpoint, "--beam-size", "0"]) == 2
+    _one_line_error(capsys, "--beam-size must be at least 1")
+
+
+def test_label_keeps_confident_transcripts(files, capsys, tmp_path):
+    _, checkpoint, audio = files
+    manifest = tmp_path / "labels.jsonl"
+    assert main(["label", str(audio), "-o", str(manifest), "--model", checkpoint]) == 0
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and "broken.wav" in captured.err
+    assert "labelled 2 of 3 files (1 dropped as doubtful" in captured.out
+    utts = sorted(read_manifest(manifest), key=lambda u: u.id)
+    assert [(u.id, u.text, u.speaker) for u in utts] == [
+        ("spk_hello", TEXTS[0], "label/spk"),
+        ("spk_morning", TEXTS[1], "label/spk"),
+    ]
+    assert all(u.extra["avg_logprob"] > -0.5 and u.extra["no_speech_prob"] < 0.5 for u in utts)
+    strict = ["--min-logprob", "0.0"]  # nothing is that sure: everything is doubtful
+    assert main(["label", str(audio), "-o", str(manifest), "--model", checkpoint, *strict]) == 0
+    assert read_manifest(manifest) == []
+    capsys.readouterr()
+    assert main(["label", str(tmp_path / "nowhere"), "-o", str(manifest)]) == 2
+    _one_line_error(capsys, "no such folder")
+
+
+def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
+    _, checkpoint, audio = files
+    utts = [
+        Utterance(
+            name, str(audio / "spk" / f"{name}.wav"), 1.0, SAMPLE_RATE, text, "s", "t", "test"
+        )
+        for name, text in (("hello", TEXTS[0]), ("morning", TEXTS[1]))
+    ]
+    manifest = str(write_manifest(tmp_path / "test.jsonl", utts))
+    argv = ["eval", "asr", "--checkpoint", checkpoint, "--synth", manifest, "--real", manifest]
+    assert main([*argv, "--json", "--beam-size", "1"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    ours = [r for r in rows if r["system"].startswith("vocalis")]
+    assert [(r["test_set"], r["wer"], r["clips"], r["words"]) for r in ours] == [
+        ("synthetic, held-out voices", 0.0, 2, 5),
+        ("real speech", 0.0, 2, 5),
+    ]
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        assert len(rows) == 2
+    else:
+        assert [r["system"] for r in rows] == ["vocalis (tiny)", "pocketsphinx"] * 2
+        assert all(r["wer"] >= 0 for r in rows)
+    assert main([*argv, "--max-clips", "1", "--no-baselines"]) == 0
+    table = capsys.readouterr().out
+    assert (
+        table.startswith("| system | test set | WER |")
+        and "| vocalis (tiny) | real speech | 0.0% | 1 |" in table
+    )

@@ -1,0 +1,186 @@
+"""ASR training: targets with special tokens, SpecAugment, a tiny model that overfits two
+clips (its loss really falls and greedy decoding then gives back the text), and
+`vocalis train asr` on the tiny config, which runs, exports and resumes exactly."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from asr.decoding import DecodingOptions, decode
+from asr.model import SAMPLE_RATE, load_asr, log_mel_features
+from asr.transcribe import TranscribeOptions, transcribe
+from core.audio import save_audio
+from corpus.manifest import Utterance, write_manifest
+from tests.helpers.asr import (
+    STEPS,
+    TEXTS,
+    clip,
+    clip_batch,
+    one_thread,
+    overfitted,
+    tiny_model,
+    tiny_tokenizer,
+)
+from training.asr_task import (
+    IGNORE,
+    ASRDataConfig,
+    ASRTask,
+    SpecAugment,
+    packed_example,
+    target_sequence,
+    teacher_forcing,
+)
+from vocalis.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "training/configs/asr_tiny.json"
+
+_threads = pytest.fixture(autouse=True)(one_thread)
+
+
+def test_targets_carry_the_special_tokens():
+    tok = tiny_tokenizer()
+    text = tok.encode(TEXTS[0])
+    untimed = target_sequence(tok, TEXTS[0], 1.0, timed=False, no_speech=False)
+    assert untimed == [tok.sot, tok.transcribe, tok.no_timestamps, *text, tok.eot]
+    timed = target_sequence(tok, TEXTS[0], 1.0, timed=True, no_speech=False)
+    assert timed == [
+        tok.sot,
+        tok.transcribe,
+        tok.timestamp_token(0),
+        *text,
+        tok.timestamp_token(1.0),
+        tok.eot,
+    ]
+    silent = target_sequence(tok, TEXTS[0], 1.0, timed=True, no_speech=True)
+    assert silent == [tok.sot, tok.no_speech, tok.eot]
+    inputs, targets = teacher_forcing([untimed, silent], tok, max_len=48)
+    assert inputs.shape == targets.shape == (2, len(untimed) - 1)
+    assert inputs[0].tolist() == untimed[:-1]
+    assert targets[0, 0] == tok.transcribe and targets[0, 1] == IGNORE  # the prompt is given
+    assert targets[1].tolist()[:2] == [tok.no_speech, tok.eot] and (targets[1, 2:] == IGNORE).all()
+    cut, _ = teacher_forcing([untimed], tok, max_len=4)
+    assert cut.shape == (1, 4)
+
+
+def test_packed_examples_teach_two_segments_and_a_cut_off_one():
+    tok = tiny_tokenizer()
+    a, b = clip(0, 1.0), clip(1, 0.8)
+    ts, hello, good = tok.timestamp_token, tok.encode(TEXTS[0]), tok.encode(TEXTS[1])
+    wav, seq = packed_example(tok, a, TEXTS[0], b, TEXTS[1], gap=3200)
+    assert wav.shape == (16000 + 3200 + 12800,) and (wav[16000:19200] == 0).all()
+    assert seq == [
+        tok.sot,
+        tok.transcribe,
+        ts(0),
+        *hello,
+        ts(1.0),
+        ts(1.2),
+        *good,
+        ts(2.0),
+        tok.eot,
+    ]
+    wav, seq = packed_example(tok, a, TEXTS[0], b, TEXTS[1], gap=3200, keep=4000)
+    assert wav.shape == (16000 + 3200 + 4000,)
+    assert seq == [tok.sot, tok.transcribe, ts(0), *hello, ts(1.0), ts(1.2), tok.eot]
+    # in a batch: with pack_prob 1 the pairs (0, 1) and (2, 3) are joined, item 4 stays alone
+    model = tiny_model()
+    task = ASRTask(model, ASRDataConfig(pack_prob=1.0, no_speech_prob=0.0), SpecAugment())
+    lengths = [16000, 12800, 8000, 8000, 4000]
+    wav = torch.randn(5, 16000)
+    examples = task._examples(
+        wav,
+        lengths,
+        list(TEXTS) * 2 + ["x"],
+        torch.zeros(5, dtype=torch.bool),
+        torch.ones(5, dtype=torch.bool),
+    )
+    assert len(examples) == 3 and examples[2][0].shape == (4000,)
+    assert 28800 < examples[0][0].shape[0] <= 28800 + 0.6 * 16000
+
+
+def test_spec_augment_masks_bands_and_frames_inside_each_item():
+    torch.manual_seed(0)
+    mel = torch.ones(3, 80, 200)
+    frames = torch.tensor([200, 120, 50])
+    out = SpecAugment(freq_masks=2, freq_width=15, time_masks=2, time_ratio=0.1)(mel, frames)
+    assert out.shape == mel.shape and (out == 0).any()
+    assert ((out == 0).float().mean(dim=(1, 2)) < 0.5).all()
+    untouched = SpecAugment(freq_masks=0, time_masks=0)(mel, frames)
+    assert torch.equal(untouched, mel)
+
+
+def test_a_tiny_model_overfits_two_clips():
+    model, losses = overfitted()
+    assert len(losses) == STEPS
+    assert losses[-1] < 0.05 * losses[0] and losses[-1] < 0.2
+    batch = clip_batch()
+    mel, frames = log_mel_features(batch.wav, batch.lengths)
+    assert [r.text for r in decode(model, mel, frames, DecodingOptions())] == list(TEXTS)
+    timed = decode(model, mel, frames, DecodingOptions(timestamps=True))
+    assert [r.text for r in timed] == list(TEXTS)
+    tok = model.tokenizer
+    assert tok.token_time(timed[0].tokens[0]) == 0.0
+    assert tok.token_time(timed[0].tokens[-1]) == pytest.approx(1.0)
+    results = list(transcribe(model, [clip(0, 1.0), clip(1, 0.8)], TranscribeOptions()))
+    assert [r.text for r in results] == list(TEXTS)
+    assert [r.segments[0].end for r in results] == pytest.approx([1.0, 0.8])
+    assert all(r.avg_logprob > -0.2 and r.no_speech_prob < 0.1 for r in results)
+
+
+def _manifest(tmp_path, n=4):
+    utts = []
+    for i in range(n):
+        path = tmp_path / "audio" / f"c{i}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_audio(path, clip(i % 2, 0.5 + 0.1 * i)[None], SAMPLE_RATE)
+        utts.append(
+            Utterance(f"c{i}", str(path), 0.5 + 0.1 * i, SAMPLE_RATE, TEXTS[i % 2], "s", "t")
+        )
+    return write_manifest(tmp_path / "train.jsonl", utts)
+
+
+def _log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_train_asr_tiny_config_runs_exports_and_resumes(tmp_path, capsys):
+    manifest = str(_manifest(tmp_path))
+    base = ["train", "asr", "--config", str(TINY_CONFIG), "--manifest", manifest]
+    assert main([*base, "--out", str(tmp_path / "tiny")]) == 0
+    assert "done: step 3" in capsys.readouterr().out
+    assert load_asr(tmp_path / "tiny" / "model.safetensors").dims.audio_dim == 32
+
+    # Two steps, then two more, equal four in one go (a flat learning rate, so that the
+    # schedule does not depend on the step budget of each session).
+    config = json.loads(TINY_CONFIG.read_text())
+    config["train"].update(checkpoint_every=2, min_lr_ratio=1.0)
+    (tmp_path / "flat.json").write_text(json.dumps(config))
+    base[3] = str(tmp_path / "flat.json")
+    resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+    assert main([*base, "--out", str(resumed), "--steps", "2"]) == 0
+    tokenizer = (resumed / "tokenizer.json").read_text()
+    assert main([*base, "--out", str(resumed), "--steps", "4"]) == 0
+    assert "done: step 4" in capsys.readouterr().out
+    assert main([*base, "--out", str(straight), "--steps", "4"]) == 0
+    assert [r["step"] for r in _log(resumed)] == [1, 2, 3, 4]
+    assert [r["loss"] for r in _log(resumed)] == pytest.approx(
+        [r["loss"] for r in _log(straight)], abs=1e-5
+    )
+    assert (resumed / "tokenizer.json").read_text() == tokenizer
+    model = load_asr(resumed / "model.safetensors")
+    assert model.tokenizer.to_json() == tokenizer
+
+
+def test_train_asr_reports_bad_configs_on_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"train": {"max_steps": 1}, "model": {"audio_width": 3}}))
+    manifest = str(_manifest(tmp_path, n=2))
+    assert main(["train", "asr", "--config", str(bad), "--manifest", manifest]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'audio_width'" in err and len(err.strip().splitlines()) == 1
+    bad.write_text(json.dumps({"codec": {}}))
+    assert main(["train", "asr", "--config", str(bad)]) == 2
+    assert "unknown config section 'codec'" in capsys.readouterr().err

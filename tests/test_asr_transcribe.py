@@ -1,0 +1,147 @@
+"""Transcription of whole inputs: windows with seek over long audio in bounded memory
+(with a stub decoder), silence and no speech give empty text, batching does not change
+the result, and the txt/srt/vtt/json writers."""
+
+import json
+
+import pytest
+import torch
+
+from asr.decoding import DecodingOptions, FallbackOptions, compression_ratio
+from asr.decoding import DecodingResult as Result
+from asr.formats import to_json, to_srt, to_txt, to_vtt
+from asr.model import SAMPLE_RATE
+from asr.transcribe import (
+    WINDOW_SAMPLES,
+    Segment,
+    TranscribeOptions,
+    Transcript,
+    WindowReader,
+    tensor_blocks,
+    transcribe,
+    transcribe_many,
+)
+from tests.helpers.asr import clip, one_thread, tiny_model, tiny_tokenizer
+
+_threads = pytest.fixture(autouse=True)(one_thread)
+
+
+def noise(seconds, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return 0.1 * torch.randn(int(seconds * SAMPLE_RATE), generator=g)
+
+
+def test_long_input_is_windowed_with_seek():
+    tok = tiny_tokenizer()
+    ts = tok.timestamp_token
+    windows = []  # frames of each decoded window
+
+    def stub(mel, lengths, options):
+        windows.extend(lengths.tolist())
+        tokens = [ts(0.0), *tok.encode("one"), ts(10.0), ts(10.0), *tok.encode("two"), ts(20.0)]
+        tokens += [ts(25.0), *tok.encode("three")]  # cut by the window: seek to 25 s
+        return [Result(tokens, "", -0.1, 0.0, 0.0, 1.0) for _ in range(mel.shape[0])]
+
+    options = TranscribeOptions(DecodingOptions(timestamps=True), FallbackOptions())
+    source = lambda: tensor_blocks(noise(70), block_samples=SAMPLE_RATE)  # noqa: E731
+    (result,) = list(transcribe_many([source], stub, tok, options))
+    assert windows == [3000, 3000, 2000]  # windows at 0, 25 and 50 s; the last holds 20 s
+    assert [s.start for s in result.segments if s.text == "one"] == [0.0, 25.0, 50.0]
+    assert [s.text for s in result.segments] == ["one", "two"] * 3  # "three" never closed
+    assert result.segments[-1].end == pytest.approx(70.0)
+    assert result.duration == pytest.approx(70.0)
+
+
+def test_window_reader_holds_one_window_at_a_time():
+    blocks_read = []
+
+    def blocks():
+        for block in tensor_blocks(torch.arange(200 * SAMPLE_RATE) / 1e7, SAMPLE_RATE):
+            blocks_read.append(block)
+            yield block
+
+    reader = WindowReader(blocks())
+    for seek_seconds in (0, 25, 50, 130, 199.5):
+        seek = int(seek_seconds * SAMPLE_RATE)
+        window = reader.window(seek)
+        assert window[0] == pytest.approx(seek / 1e7)  # the window starts at the seek
+        assert window.shape[0] == min(WINDOW_SAMPLES, 200 * SAMPLE_RATE - seek)
+        assert reader._buffer.shape[0] <= WINDOW_SAMPLES + SAMPLE_RATE  # one window + a block
+        assert len(blocks_read) <= seek_seconds + 31  # read only as far as needed
+    assert reader.window(200 * SAMPLE_RATE).shape[0] == 0
+    with pytest.raises(ValueError, match="seek back"):
+        reader.window(0)
+
+
+def test_silence_gives_empty_text_without_decoding():
+    def stub(mel, lengths, options):
+        raise AssertionError("a silent window must not be decoded")
+
+    silent = torch.zeros(5 * SAMPLE_RATE)
+    (result,) = transcribe_many([lambda: tensor_blocks(silent)], stub, tiny_tokenizer())
+    assert result.text == "" and result.segments == () and result.no_speech_prob == 1.0
+
+
+def test_no_speech_detection_drops_the_window():
+    def stub(mel, lengths, options):
+        text = "the the"
+        return [Result([5, 5], text, -2.0, 0.9, 0.0, compression_ratio(text))] * mel.shape[0]
+
+    (result,) = transcribe_many([lambda: tensor_blocks(noise(3))], stub, tiny_tokenizer())
+    assert result.text == "" and result.no_speech_prob == pytest.approx(0.9)
+
+
+def test_batched_transcription_equals_one_at_a_time(tmp_path):
+    from core.audio import save_audio
+
+    model = tiny_model(seed=2)
+    path = tmp_path / "tone.wav"
+    save_audio(path, clip(1, 0.7)[None], SAMPLE_RATE)
+    inputs = [clip(0, 1.0), str(path), clip(0, 0.6)]
+    options = TranscribeOptions(DecodingOptions(max_tokens=8), FallbackOptions((0.0,)))
+    together = list(
+        transcribe(model, inputs, TranscribeOptions(**{**vars(options), "batch_size": 3}))
+    )
+    alone = [next(transcribe(model, [x], options)) for x in inputs]
+    assert [t.text for t in together] == [t.text for t in alone]
+    assert all(t.text for t in together)
+    assert [t.avg_logprob for t in together] == pytest.approx(
+        [t.avg_logprob for t in alone], abs=1e-4
+    )
+    assert together[1].duration == pytest.approx(0.7)
+
+
+TRANSCRIPT = Transcript(
+    segments=(
+        Segment(0.0, 2.5, "Hello world.", -0.2, 0.01, 0.0, 1.1),
+        Segment(3661.25, 3662.0, "Good morning!", -0.3, 0.02, 0.2, 1.2),
+    ),
+    duration=3663.0,
+    avg_logprob=-0.25,
+    no_speech_prob=0.015,
+)
+
+
+def test_writers():
+    assert to_txt(TRANSCRIPT) == "Hello world. Good morning!\n"
+    assert to_srt(TRANSCRIPT) == (
+        "1\n00:00:00,000 --> 00:00:02,500\nHello world.\n\n"
+        "2\n01:01:01,250 --> 01:01:02,000\nGood morning!\n"
+    )
+    assert to_vtt(TRANSCRIPT) == (
+        "WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nHello world.\n\n"
+        "01:01:01.250 --> 01:01:02.000\nGood morning!\n"
+    )
+    doc = json.loads(to_json(TRANSCRIPT, "a.wav"))
+    assert doc["source"] == "a.wav" and doc["text"] == "Hello world. Good morning!"
+    assert doc["segments"][1] == {
+        "start": 3661.25,
+        "end": 3662.0,
+        "text": "Good morning!",
+        "avg_logprob": -0.3,
+        "no_speech_prob": 0.02,
+        "temperature": 0.2,
+        "compression_ratio": 1.2,
+    }
+    empty = Transcript((), 1.0, 0.0, 1.0)
+    assert to_txt(empty) == "" and to_srt(empty) == "" and to_vtt(empty) == "WEBVTT\n"

@@ -1,0 +1,259 @@
+"""ASR training as a `TrainTask`: targets with Whisper's special tokens, no-speech examples,
+SpecAugment, and the length-bucketed sampler over manifest utterances.
+
+Every random choice of a step (which items are timed, which become no-speech noise, the
+noise level, the SpecAugment masks) is drawn from the global torch RNG in the main
+process, so a resumed run repeats exactly what an uninterrupted one would do.
+
+Targets per item (inputs are the sequence without its last token, targets without its first):
+
+    speech, untimed   SOT transcribe notimestamps text... EOT
+    speech, timed     SOT transcribe <|0.00|> text... <|duration|> EOT
+    no speech         SOT nospeech EOT          (the audio is replaced by noise or silence)
+    two utterances    SOT transcribe <|0.00|> text a <|end a|><|start b|> text b <|end b|> EOT
+    ... b cut off     SOT transcribe <|0.00|> text a <|end a|><|start b|> EOT
+
+The last two (`pack_prob`, `cut_prob`) teach what long-form transcription needs: several
+segments in one window, and a window that ends inside an utterance (a lone start
+timestamp, from which the next window starts).
+
+The target after SOT (transcribe vs. nospeech) is what `no_speech_prob` reads at inference;
+the given <|notimestamps|> is not a target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from asr.model import SAMPLE_RATE, ASRModel, log_mel_features
+from asr.tokenizer import Tokenizer
+from corpus.batching import BucketBatchSampler
+from corpus.dataset import AudioBatch
+from training.trainer import LossOutput, TrainTask
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class ASRDataConfig:
+    max_seconds: float = 30.0  # longer utterances are left out (one window each)
+    batch_seconds: float = 240.0  # padded audio per batch (with train.batch_size as a cap)
+    timestamp_prob: float = 0.5  # share of items trained with timestamp targets
+    no_speech_prob: float = 0.03  # share of items turned into noise with a nospeech target
+    noise_dbfs: tuple[float, float] = (-90.0, -35.0)  # level range of that noise
+    pack_prob: float = 0.0  # share of item pairs joined into one two-segment timed example
+    cut_prob: float = 0.3  # share of those whose second utterance the window cuts off
+    gap_seconds: tuple[float, float] = (0.1, 0.6)  # silence between the two
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_seconds <= 30.0:
+            raise ValueError(f"max_seconds must be in (0, 30], got {self.max_seconds}")
+        if self.batch_seconds <= 0:
+            raise ValueError(f"batch_seconds must be positive, got {self.batch_seconds}")
+        for name in ("timestamp_prob", "no_speech_prob", "pack_prob", "cut_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class SpecAugment:
+    """Frequency and time masks (set to 0, the middle of the normalised log-mel range)."""
+
+    freq_masks: int = 2
+    freq_width: int = 15  # mel bins, at most, per mask
+    time_masks: int = 2
+    time_ratio: float = 0.05  # frames, at most, per mask, as a share of the item's length
+
+    def __call__(self, mel: Tensor, frames: Tensor) -> Tensor:
+        """mel `(B, M, F)` with `frames` valid frames `(B,)` -> masked copy."""
+        b, m, f = mel.shape
+        keep = torch.ones(b, m, f, dtype=torch.bool)
+        bins, steps = torch.arange(m), torch.arange(f)
+        for _ in range(self.freq_masks):
+            width = torch.randint(0, self.freq_width + 1, (b,)).clamp(max=m)
+            start = (torch.rand(b) * (m - width + 1)).long()
+            hit = (bins >= start[:, None]) & (bins < (start + width)[:, None])  # (B, M)
+            keep &= ~hit[:, :, None]
+        limit = (frames.cpu().float() * self.time_ratio).long()  # (B,)
+        for _ in range(self.time_masks):
+            width = (torch.rand(b) * (limit + 1)).long()
+            start = (torch.rand(b) * (frames.cpu() - width + 1).clamp(min=1)).long()
+            hit = (steps >= start[:, None]) & (steps < (start + width)[:, None])  # (B, F)
+            keep &= ~hit[:, None, :]
+        return mel * keep.to(mel.device)
+
+
+def target_sequence(
+    tokenizer: Tokenizer, text: str, seconds: float, *, timed: bool, no_speech: bool
+) -> list[int]:
+    """The full token sequence of one training item (see the module docstring)."""
+    tok = tokenizer
+    if no_speech:
+        return [tok.sot, tok.no_speech, tok.eot]
+    ids = tok.encode(text)
+    if timed:
+        return [
+            *tok.prompt(True),
+            tok.timestamp_token(0.0),
+            *ids,
+            tok.timestamp_token(seconds),
+            tok.eot,
+        ]
+    return [*tok.prompt(False), *ids, tok.eot]
+
+
+def packed_example(
+    tokenizer: Tokenizer,
+    a: Tensor,
+    text_a: str,
+    b: Tensor,
+    text_b: str,
+    gap: int,
+    keep: int | None = None,
+) -> tuple[Tensor, list[int]]:
+    """Two utterances `(T,)` in one timed example: a, `gap` samples of silence, then b (only
+    its first `keep` samples if given: the window cuts b off, so only its start is marked)."""
+    tok = tokenizer
+    start_b = a.shape[0] + gap
+    b = b if keep is None else b[:keep]
+    wav = torch.cat([a, a.new_zeros(gap), b])  # (T,)
+    seq = [*tok.prompt(True), tok.timestamp_token(0.0), *tok.encode(text_a)]
+    seq += [
+        tok.timestamp_token(a.shape[0] / SAMPLE_RATE),
+        tok.timestamp_token(start_b / SAMPLE_RATE),
+    ]
+    if keep is None:
+        seq += [*tok.encode(text_b), tok.timestamp_token(wav.shape[0] / SAMPLE_RATE)]
+    return wav, [*seq, tok.eot]
+
+
+def teacher_forcing(
+    sequences: Sequence[Sequence[int]], tokenizer: Tokenizer, max_len: int
+) -> tuple[Tensor, Tensor]:
+    """Inputs `(B, L)` and targets `(B, L)` (IGNORE where padded or given) from sequences
+    cut to `max_len + 1` tokens."""
+    cut = [list(s[: max_len + 1]) for s in sequences]
+    length = max(len(s) for s in cut) - 1
+    inputs = torch.full((len(cut), length), tokenizer.eot, dtype=torch.long)
+    targets = torch.full((len(cut), length), IGNORE, dtype=torch.long)
+    for row, seq in enumerate(cut):
+        inputs[row, : len(seq) - 1] = torch.tensor(seq[:-1])
+        targets[row, : len(seq) - 1] = torch.tensor(seq[1:])
+    targets[targets == tokenizer.no_timestamps] = IGNORE  # part of the prompt, not predicted
+    return inputs, targets
+
+
+class ASRTask(TrainTask):
+    kind = "asr"
+
+    def __init__(self, model: ASRModel, data: ASRDataConfig, augment: SpecAugment) -> None:
+        if model.tokenizer is None:
+            raise ValueError("the model needs its tokenizer (ASRDims.with_tokenizer)")
+        self.model, self.data, self.augment = model, data, augment
+        self.tokenizer = model.tokenizer
+
+    def parts(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def export(self) -> tuple[nn.Module, object]:
+        return self.model, self.model.dims
+
+    def loss(self, part: str, batch: AudioBatch, modules: dict[str, nn.Module]) -> LossOutput:
+        if part != "model":
+            raise ValueError(f"unknown part {part!r}")
+        b = batch.wav.shape[0]
+        no_speech = torch.rand(b) < self.data.no_speech_prob
+        timed = torch.rand(b) < self.data.timestamp_prob
+        wav = self._replace_with_noise(batch.wav, no_speech)  # (B, T)
+        examples = self._examples(wav, batch.lengths.tolist(), batch.texts, no_speech, timed)
+        lengths = torch.tensor([w.shape[0] for w, _ in examples])
+        wav = wav.new_zeros(len(examples), int(lengths.max()))  # (B', T')
+        for row, (w, _) in enumerate(examples):
+            wav[row, : w.shape[0]] = w
+        mel, frames = log_mel_features(wav, lengths.to(wav.device))  # (B', M, F), (B',)
+        mel = self.augment(mel, frames)
+        sequences = [seq for _, seq in examples]
+        inputs, targets = teacher_forcing(sequences, self.tokenizer, self.model.dims.n_text_ctx)
+        inputs, targets = inputs.to(mel.device), targets.to(mel.device)
+        logits = modules["model"](mel, frames, inputs)  # (B, L, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        valid = targets != IGNORE
+        accuracy = ((logits.argmax(-1) == targets) & valid).sum() / valid.sum().clamp(min=1)
+        return LossOutput(
+            loss,
+            {"token_accuracy": float(accuracy)},
+            items=float(lengths.sum()) / SAMPLE_RATE,  # seconds of audio
+        )
+
+    def _examples(
+        self,
+        wav: Tensor,
+        lengths: list[int],
+        texts: Sequence[str | None],
+        no_speech: Tensor,
+        timed: Tensor,
+    ) -> list[tuple[Tensor, list[int]]]:
+        """(audio `(T,)`, token sequence) per example; items 2p and 2p+1 may become one."""
+        b, data, tok = len(lengths), self.data, self.tokenizer
+        pairs = (b + 1) // 2
+        pack = (torch.rand(pairs) < data.pack_prob).tolist()
+        cut = (torch.rand(pairs) < data.cut_prob).tolist()
+        gap_draw, cut_draw = torch.rand(pairs).tolist(), torch.rand(pairs).tolist()
+        clips = [wav[i, :n] for i, n in enumerate(lengths)]
+        texts = [t or "" for t in texts]
+        examples = []
+        i = 0
+        while i < b:
+            p = i // 2
+            if i % 2 == 0 and i + 1 < b and pack[p] and not (no_speech[i] or no_speech[i + 1]):
+                low, high = data.gap_seconds
+                gap = int((low + (high - low) * gap_draw[p]) * SAMPLE_RATE)
+                if lengths[i] + gap + lengths[i + 1] <= data.max_seconds * SAMPLE_RATE:
+                    keep = max(1, int(cut_draw[p] * lengths[i + 1])) if cut[p] else None
+                    examples.append(
+                        packed_example(
+                            tok, clips[i], texts[i], clips[i + 1], texts[i + 1], gap, keep
+                        )
+                    )
+                    i += 2
+                    continue
+            seconds = lengths[i] / SAMPLE_RATE
+            seq = target_sequence(
+                tok, texts[i], seconds, timed=bool(timed[i]), no_speech=bool(no_speech[i])
+            )
+            examples.append((clips[i], seq))
+            i += 1
+        return examples
+
+    def _replace_with_noise(self, wav: Tensor, rows: Tensor) -> Tensor:
+        if not bool(rows.any()):
+            return wav
+        low, high = self.data.noise_dbfs
+        level_db = low + (high - low) * torch.rand(int(rows.sum()), 1)
+        noise = torch.randn(int(rows.sum()), wav.shape[1]) * 10.0 ** (level_db / 20.0)
+        wav = wav.clone()
+        wav[rows.to(wav.device)] = noise.to(wav.device, wav.dtype)
+        return wav
+
+
+def bucket_sampler_factory(
+    durations: Sequence[float], *, batch_seconds: float, batch_size: int, seed: int
+):
+    """A `Trainer` sampler factory: length-bucketed batches of similar durations."""
+
+    def factory(rank: int, world_size: int) -> BucketBatchSampler:
+        return BucketBatchSampler(
+            durations,
+            max_seconds=batch_seconds,
+            batch_size=batch_size,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    return factory
