@@ -4,7 +4,9 @@
 2. a small causal transformer (the shared blocks) learns to predict the next mel frame of
    the clip with the shared trainer and Schedule-Free AdamW; the loss must fall;
 3. the exported checkpoint reloads to identical outputs;
-4. decoding step by step with the KV cache equals the full causal pass.
+4. decoding step by step with the KV cache equals the full causal pass;
+5. with the shipped codec (models/codec/): the clip through a 6 kbps `.vcd` file and back,
+   its size, mel distance to the original and speed.
 """
 
 from __future__ import annotations
@@ -161,6 +163,8 @@ def run_check(clip: Path | None, out_dir: Path, steps: int = 60) -> bool:
         ("KV cache", f"48 cached steps vs full pass: max difference {diff:.1e}", diff < 1e-4)
     )
 
+    rows += _codec_rows(wav, rate, source, out_dir)
+
     width = max(len(r[0]) for r in rows)
     for name, detail, ok in rows:
         print(f"{'ok  ' if ok else 'FAIL'} {name:<{width}}  {detail}")
@@ -169,3 +173,31 @@ def run_check(clip: Path | None, out_dir: Path, steps: int = 60) -> bool:
         f"vocalis check {'passed' if passed else 'FAILED'} in {time.perf_counter() - t0:.1f} s; files in {out_dir}"
     )
     return passed
+
+
+def _codec_rows(wav: torch.Tensor, rate: int, source: str, out_dir: Path):
+    """Compress the clip to a 6 kbps `.vcd` file with the shipped codec and back."""
+    from codec.compress import CompressOptions, compress_audio, decompress_bytes, load
+    from codec.evaluate import METRIC_RATE, mel_distance
+    from codec.model import SHIPPED_CHECKPOINT
+    from core.io import write_bytes_atomic
+
+    if not SHIPPED_CHECKPOINT.is_file():
+        return [("codec", f"skipped: no shipped codec at {SHIPPED_CHECKPOINT}", True)]
+    codec = load()
+    start = time.perf_counter()
+    data = compress_audio(wav, rate, codec, CompressOptions(kbps=6.0))
+    write_bytes_atomic(out_dir / "clip.vcd", data)
+    decoded, back_rate = decompress_bytes(data, codec)
+    seconds = time.perf_counter() - start
+    save_audio(out_dir / "clip_6kbps.wav", decoded, back_rate)
+    duration = wav.shape[-1] / rate
+    distance = mel_distance(  # the metric of `vocalis eval codec`, on the first channel
+        resample(wav, rate, METRIC_RATE)[0], resample(decoded, back_rate, METRIC_RATE)[0]
+    )
+    ok = decoded.shape == wav.shape and back_rate == rate and bool(torch.isfinite(decoded).all())
+    detail = (
+        f"{source} -> clip.vcd, {len(data)} bytes ({8 * len(data) / duration / 1000:.2f} kbps) "
+        f"-> clip_6kbps.wav, mel distance {distance:.2f}, {duration / seconds:.0f}x real time"
+    )
+    return [("codec", detail, ok)]
