@@ -143,6 +143,26 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     return float(value) if hint is float else value
 
 
+def _load_run_config(args: argparse.Namespace, sections: tuple[str, ...]):
+    """(config dict, config name, TrainConfig) with --out and --steps applied; out_dir
+    defaults to runs/<config name>."""
+    from core.errors import VocalisError
+    from training.trainer import TrainConfig
+
+    path = Path(args.config)
+    config = read_config(path, sections)
+    name = path.stem
+    train_values = dict(config.get("train", {}))
+    train_values.setdefault("out_dir", str(Path("runs") / name))
+    if args.out is not None:
+        train_values["out_dir"] = args.out
+    if args.steps is not None:
+        if args.steps <= 0:
+            raise VocalisError(f"--steps must be positive, got {args.steps}")
+        train_values["max_steps"] = args.steps
+    return config, name, build(TrainConfig, train_values, f"{name}: train")
+
+
 @dataclasses.dataclass(frozen=True)
 class ManifestSpec:
     path: str
@@ -188,20 +208,9 @@ def run_codec(args: argparse.Namespace) -> int:
         crop_sampler_factory,
     )
     from training.discriminators import DiscriminatorDims, Discriminators
-    from training.trainer import TrainConfig, Trainer
+    from training.trainer import Trainer
 
-    path = Path(args.config)
-    config = read_config(path)
-    name = path.stem
-    train_values = dict(config.get("train", {}))
-    train_values.setdefault("out_dir", str(Path("runs") / name))
-    if args.out is not None:
-        train_values["out_dir"] = args.out
-    if args.steps is not None:
-        if args.steps <= 0:
-            raise VocalisError(f"--steps must be positive, got {args.steps}")
-        train_values["max_steps"] = args.steps
-    train = build(TrainConfig, train_values, f"{name}: train")
+    config, name, train = _load_run_config(args, SECTIONS)
     dims = build(CodecDims, config.get("codec", {}), f"{name}: codec")
     disc_dims = build(DiscriminatorDims, config.get("discriminator", {}), f"{name}: discriminator")
     weights = build(CodecLossWeights, config.get("loss", {}), f"{name}: loss")
@@ -307,20 +316,9 @@ def run_asr(args: argparse.Namespace) -> int:
     from corpus.dataset import ManifestDataset, collate_audio
     from corpus.manifest import read_manifest
     from training.asr_task import ASRDataConfig, ASRTask, SpecAugment, bucket_sampler_factory
-    from training.trainer import TrainConfig, Trainer
+    from training.trainer import Trainer
 
-    path = Path(args.config)
-    config = read_config(path, ASR_SECTIONS)
-    name = path.stem
-    train_values = dict(config.get("train", {}))
-    train_values.setdefault("out_dir", str(Path("runs") / name))
-    if args.out is not None:
-        train_values["out_dir"] = args.out
-    if args.steps is not None:
-        if args.steps <= 0:
-            raise VocalisError(f"--steps must be positive, got {args.steps}")
-        train_values["max_steps"] = args.steps
-    train = build(TrainConfig, train_values, f"{name}: train")
+    config, name, train = _load_run_config(args, ASR_SECTIONS)
     dims = build(ASRDims, config.get("model", {}), f"{name}: model", n_vocab=0, tokenizer="")
     tok_config = build(TokenizerConfig, config.get("tokenizer", {}), f"{name}: tokenizer")
     augment = build(SpecAugment, config.get("augment", {}), f"{name}: augment")
