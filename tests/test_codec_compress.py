@@ -44,12 +44,7 @@ def noise(channels: int, samples: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(channels, samples, generator=torch.Generator().manual_seed(seed)) * 0.1
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("causal", [False, True])

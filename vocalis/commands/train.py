@@ -265,20 +265,30 @@ def run_codec(args: argparse.Namespace) -> int:
         collate_fn=collate_crops,
         sampler_factory=crop_sampler_factory(len(dataset), train.batch_size, train.seed),
     )
-    if args.export:
-        try:
-            path = trainer.export_latest()
-        except FileNotFoundError as e:
-            raise VocalisError(str(e)) from None
-        print(f"exported step {trainer.step} to {path}")
+    result = _export_or_fit(trainer, args)
+    if result is None:
         return 0
-    result = trainer.fit(resume=not args.no_resume)
     mel = result.metrics.get("generator/mel")
     mel_text = f", mel loss {mel:.3f}" if mel is not None else ""
     print(
         f"done: step {result.step} in {result.seconds:.1f} s{mel_text}; model {result.model_path}"
     )
     return 0
+
+
+def _export_or_fit(trainer, args: argparse.Namespace):
+    """With --export, write the newest checkpoint's model and return None; else train
+    (resuming unless --no-resume) and return the TrainResult."""
+    from core.errors import VocalisError
+
+    if args.export:
+        try:
+            path = trainer.export_latest()
+        except FileNotFoundError as e:
+            raise VocalisError(str(e)) from None
+        print(f"exported step {trainer.step} to {path}")
+        return None
+    return trainer.fit(resume=not args.no_resume)
 
 
 def _millions(module) -> str:
@@ -391,17 +401,10 @@ def run_asr(args: argparse.Namespace) -> int:
             seed=train.seed,
         ),
     )
-    if args.export:
-        try:
-            exported = trainer.export_latest()
-        except FileNotFoundError as e:
-            raise VocalisError(str(e)) from None
-        print(f"exported step {trainer.step} to {exported}")
+    result = _export_or_fit(trainer, args)
+    if result is None:
         return 0
-    result = trainer.fit(resume=not args.no_resume)
-    log = out_dir / "log.jsonl"
-    lines = log.read_text().splitlines() if log.is_file() else []
-    last = json.loads(lines[-1]) if lines else {}
+    last = result.metrics
     summary = ""
     if "loss" in last:
         summary = f", loss {last['loss']:.3f}, token accuracy {last['model/token_accuracy']:.3f}"
