@@ -32,7 +32,6 @@ from torch import Tensor, nn
 
 from asr.model import SAMPLE_RATE, ASRModel, log_mel_features
 from asr.tokenizer import Tokenizer
-from corpus.batching import BucketBatchSampler
 from corpus.dataset import AudioBatch
 from training.trainer import LossOutput, TrainTask
 
@@ -239,21 +238,3 @@ class ASRTask(TrainTask):
         wav = wav.clone()
         wav[rows.to(wav.device)] = noise.to(wav.device, wav.dtype)
         return wav
-
-
-def bucket_sampler_factory(
-    durations: Sequence[float], *, batch_seconds: float, batch_size: int, seed: int
-):
-    """A `Trainer` sampler factory: length-bucketed batches of similar durations."""
-
-    def factory(rank: int, world_size: int) -> BucketBatchSampler:
-        return BucketBatchSampler(
-            durations,
-            max_seconds=batch_seconds,
-            batch_size=batch_size,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-        )
-
-    return factory

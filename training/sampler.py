@@ -4,9 +4,11 @@ batches a single uninterrupted run would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
+
+from corpus.batching import BucketBatchSampler
 
 
 class RandomBatchSampler:
@@ -45,3 +47,22 @@ class RandomBatchSampler:
         for i in range(len(self)):
             start = i * step + self.rank * self.batch_size
             yield order[start : start + self.batch_size]
+
+
+def bucket_sampler_factory(
+    durations: Sequence[float], *, batch_seconds: float, batch_size: int, seed: int
+):
+    """A `Trainer` sampler factory: length-bucketed batches of similar durations (at most
+    `batch_seconds` of padded audio and `batch_size` items), split across processes."""
+
+    def factory(rank: int, world_size: int) -> BucketBatchSampler:
+        return BucketBatchSampler(
+            durations,
+            max_seconds=batch_seconds,
+            batch_size=batch_size,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    return factory

@@ -325,7 +325,8 @@ def run_asr(args: argparse.Namespace) -> int:
     from core.io import write_bytes_atomic, write_json_atomic
     from corpus.dataset import ManifestDataset, collate_audio
     from corpus.manifest import read_manifest
-    from training.asr_task import ASRDataConfig, ASRTask, SpecAugment, bucket_sampler_factory
+    from training.asr_task import ASRDataConfig, ASRTask, SpecAugment
+    from training.sampler import bucket_sampler_factory
     from training.trainer import Trainer
 
     config, name, train = _load_run_config(args, ASR_SECTIONS)
