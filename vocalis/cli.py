@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "vocalis.commands.eval",
     "vocalis.commands.compress",
     "vocalis.commands.transcribe",
+    "vocalis.commands.say",
 )
 
 

@@ -1,4 +1,4 @@
-"""`vocalis train codec|asr`: train the neural codec or the speech recogniser from a JSON config.
+"""`vocalis train codec|asr|valle`: train the codec, the recogniser or the TTS from a JSON config.
 
 This module is the only reader of training config files. A config has these sections,
 each mapped onto a frozen dataclass (unknown keys are refused, naming the key):
@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_run_arguments(codec, "start the codec from this model checkpoint; same dims required")
     codec.set_defaults(handler=run_codec)
     _register_asr(sub)
+    from vocalis.commands.train_tts import register_valle  # it builds on this module
+
+    register_valle(sub)
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, init_help: str) -> None:

@@ -1,0 +1,194 @@
+"""`vocalis train valle` and `vocalis say` end to end at tiny sizes: a corpus of tones, a
+random tiny codec, a few training steps, then synthesis and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import soundfile as sf
+import torch
+
+from codec.model import Codec, CodecDims, save_codec
+from corpus.manifest import Utterance, write_manifest
+from vocalis.cli import main
+
+CODEC = CodecDims(
+    strides=(4, 5, 8),  # 150 frames per second at 24 kHz
+    encoder_channels=(4, 8, 16, 32),
+    decoder_channels=(32, 16, 8, 4),
+    latent_dim=16,
+    n_codebooks=3,
+    codebook_size=32,
+    codebook_dim=4,
+    dilations=(1,),
+    compress=2,
+)
+TEXTS = ("Hello world.", "Good morning.", "See you soon.", "Thank you.")
+MODEL = {"n_codebooks": 3, "dim": 32, "heads": 2, "kv_heads": 1, "ar_depth": 1, "nar_depth": 1}
+
+
+def tone(path, pitch: float, seconds: float, rate: int = 16000, level: float = 0.3):
+    t = torch.arange(int(seconds * rate)) / rate
+    wav = level * torch.sin(2 * math.pi * pitch * t) * (0.6 + 0.4 * torch.sin(2 * math.pi * 3 * t))
+    sf.write(str(path), wav.numpy(), rate)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, monkeypatch_module):
+    """A tiny codec, a two-speaker corpus and a VALL-E trained on it for a few steps."""
+    root = tmp_path_factory.mktemp("tts")
+    monkeypatch_module.setenv("VOCALIS_DATA", str(root / "data"))
+    torch.manual_seed(0)
+    codec_path = save_codec(root / "codec", Codec(CODEC).eval())
+    utts = []
+    for s, pitch in enumerate((140.0, 220.0)):
+        for i, text in enumerate(TEXTS):
+            path = tone(root / f"s{s}_{i}.wav", pitch * (1 + 0.05 * i), 0.8 + 0.1 * i)
+            utts.append(
+                Utterance(f"s{s}_{i}", str(path), 0.8 + 0.1 * i, 16000, text, f"spk{s}", "test")
+            )
+    manifest = write_manifest(root / "tones.jsonl", utts)
+    config = {
+        "train": {
+            "max_steps": 3,
+            "batch_size": 4,
+            "lr": 1e-3,
+            "checkpoint_every": 3,
+            "progress": False,
+            "device": "cpu",
+        },
+        "model": MODEL,
+        "data": {
+            "manifests": [str(manifest)],
+            "codec": str(codec_path),
+            "prompt_seconds": [0.5, 5.0],
+            "batch_seconds": 10.0,
+        },
+    }
+    (root / "valle.json").write_text(json.dumps(config))
+    run = root / "run"
+    assert main(["train", "valle", "--config", str(root / "valle.json"), "--out", str(run)]) == 0
+    return root, codec_path, run / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def say(trained, *extra, text="Hello world.", voice=None, out="out.wav"):
+    root, codec_path, model = trained
+    voice = voice or str(root / "s0_3.wav")
+    argv = [
+        "say",
+        text,
+        "-o",
+        str(root / out),
+        "--voice",
+        voice,
+        "--model",
+        str(model),
+        "--codec",
+        str(codec_path),
+        "--seed",
+        "0",
+        *extra,
+    ]
+    return main(argv)
+
+
+def test_training_writes_a_model_with_the_codec_and_vocabulary(trained):
+    root, _, model = trained
+    from tts.valle import load_valle
+
+    m = load_valle(model)
+    assert m.dims.n_codebooks == 3 and m.dims.cardinality == 32
+    assert m.dims.frame_rate == 150.0 and len(m.dims.codec_sha256) == 64
+    assert json.loads((root / "run" / "phonemes.json").read_text())  # kept for resumes
+    log = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
+    assert {"ar/loss", "nar/loss"} <= set(log[-1])
+
+
+def test_say_writes_speech_at_the_codec_rate_and_is_repeatable(trained, capsys):
+    root = trained[0]
+    assert say(trained, "--prompt-text", "Good morning.") == 0
+    assert "real-time factor" in capsys.readouterr().out
+    a, rate = sf.read(str(root / "out.wav"))
+    assert rate == 24000 and len(a) > 0
+    assert say(trained, "--prompt-text", "Good morning.", out="again.wav") == 0
+    b, _ = sf.read(str(root / "again.wav"))
+    assert (a == b).all()  # the same seed gives the same speech
+
+
+def test_long_text_is_split_and_a_prompt_at_another_rate_is_resampled(trained, capsys):
+    root = trained[0]
+    voice = tone(root / "8k.wav", 150.0, 1.5, rate=8000)
+    text = "One sentence here. " * 3 + "And a last one!"
+    assert say(trained, "--prompt-text", "Good morning.", voice=str(voice), text=text) == 0
+    assert "4 sentence(s)" in capsys.readouterr().out
+
+
+def test_emoji_are_skipped_with_a_warning(trained, capsys):
+    assert say(trained, "--prompt-text", "Good morning.", text="Hello \U0001f600 world.") == 0
+    assert "skipped" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, voice_kind, message",
+    [
+        ("", "ok", "nothing to say"),
+        ("\U0001f600\U0001f680", "ok", "nothing to say"),
+        ("Hello.", "short", "at least 1 s"),
+        ("Hello.", "silent", "silent"),
+    ],
+)
+def test_bad_input_gives_a_one_line_error(trained, capsys, text, voice_kind, message):
+    root = trained[0]
+    voice = {
+        "ok": root / "s0_3.wav",
+        "short": tone(root / "short.wav", 200.0, 0.4),
+        "silent": tone(root / "silent.wav", 200.0, 2.0, level=0.0),
+    }[voice_kind]
+    assert say(trained, "--prompt-text", "Good morning.", text=text, voice=str(voice)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("vocalis: error:")
+
+
+@pytest.mark.parametrize("name", ["valle_cpu", "valle_gpu"])
+def test_shipped_configs_build(name):
+    from pathlib import Path
+
+    from training.trainer import TrainConfig
+    from training.valle_task import VALLEDataConfig
+    from tts.valle import VALLEDims
+    from vocalis.commands.train import build, read_config
+    from vocalis.commands.train_tts import VALLE_SECTIONS
+
+    config = read_config(
+        Path(__file__).parents[1] / f"training/configs/{name}.json", VALLE_SECTIONS
+    )
+    build(TrainConfig, {**config["train"], "out_dir": "x"}, "train")
+    build(VALLEDims, config["model"], "model", n_phonemes=64)
+    data = {k: v for k, v in config["data"].items() if k != "manifests"}
+    build(VALLEDataConfig, data, "data")
+
+
+@pytest.mark.parametrize(
+    "section, values, message",
+    [
+        ("model", {"cardinality": 64}, "model.cardinality comes from the data and codec"),
+        ("model", {"depth": 3}, "unknown key 'depth'"),
+        ("data", {"prompt_seconds": [5, 2]}, "prompt_seconds"),
+    ],
+)
+def test_bad_valle_configs_get_one_line_errors(tmp_path, capsys, section, values, message):
+    config = {"train": {"max_steps": 1}, "model": {}, "data": {"manifests": ["x.jsonl"]}}
+    config[section].update(values)
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    assert main(["train", "valle", "--config", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

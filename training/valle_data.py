@@ -1,0 +1,88 @@
+"""Training examples for VALL-E: codec tokens from the data cache, phonemes from the front end.
+
+Tokens come from `corpus.cache.FeatureCache` with a `CodecEncoder`, in the folder
+`vocalis data cache MANIFEST --codec CKPT` uses (`<data root>/cache/<manifest>-<encoder>`),
+so a cache built by that command is reused and a missing one is built here. Phonemes are
+kept in a JSON file (`{text: IPA}`) in the run folder, so a resumed run does not
+phonemize the corpus again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from core.io import write_json_atomic
+from corpus.cache import CodecEncoder, FeatureCache
+from corpus.manifest import Utterance, read_manifest
+from training.valle_task import TTSExample
+
+
+def cache_folder(root: Path, manifest: str | Path, encoder: CodecEncoder) -> Path:
+    return root / "cache" / f"{Path(manifest).stem}-{encoder.name}"
+
+
+def phonemize_transcripts(texts: Sequence[str]) -> list[str]:
+    """IPA of manifest transcripts, read the way `vocalis say` reads its input."""
+    from tts.frontend import normalize_for_speech, phonemize
+
+    return phonemize([normalize_for_speech(t).text for t in texts])
+
+
+def load_phonemes(texts: Sequence[str], path: Path, phonemize, *, batch: int = 256) -> dict:
+    """{text: IPA} for every text, phonemizing only those `path` does not hold yet."""
+    known: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+    missing = sorted({t for t in texts if t not in known})
+    for start in range(0, len(missing), batch):
+        chunk = missing[start : start + batch]
+        known.update(zip(chunk, phonemize(chunk)))
+    if missing:
+        write_json_atomic(path, known)
+    return known
+
+
+def prepare_examples(
+    manifests: Sequence[tuple[str, int]],
+    encoder: CodecEncoder,
+    data_root: Path,
+    phoneme_path: Path,
+    phonemize,
+    vocab,
+    n_codebooks: int,
+    *,
+    progress: bool = True,
+) -> tuple[list[TTSExample], dict[str, int]]:
+    """Examples of the "train" utterances with a transcript, each manifest `repeat` times,
+    and counts of what was used and left out."""
+    per_manifest: list[tuple[list[Utterance], FeatureCache, int]] = []
+    for path, repeat in manifests:
+        utterances = [u for u in read_manifest(path) if u.split == "train" and u.text]
+        cache = FeatureCache(cache_folder(data_root, path, encoder), encoder)
+        cache.build(utterances, progress=progress)
+        per_manifest.append((utterances, cache, repeat))
+    texts = [u.text for utts, _, _ in per_manifest for u in utts]
+    ipa = load_phonemes(texts, phoneme_path, phonemize)
+    examples: list[TTSExample] = []
+    counts = {"utterances": 0, "no_tokens": 0, "no_phonemes": 0}
+    for utterances, cache, repeat in per_manifest:
+        for u in utterances:
+            codes = cache.get(u)
+            ids = vocab.encode(ipa[u.text])
+            if codes is None:
+                counts["no_tokens"] += 1
+                continue
+            if not ids:
+                counts["no_phonemes"] += 1
+                continue
+            ex = TTSExample(
+                u.id,
+                u.speaker or u.id,
+                torch.tensor(ids, dtype=torch.long),
+                codes[:n_codebooks].long(),
+            )
+            examples += [ex] * repeat
+            counts["utterances"] += 1
+    return examples, counts

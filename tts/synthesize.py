@@ -1,0 +1,264 @@
+"""Text + a voice prompt -> speech with VALL-E and the codec: the Python API behind `vocalis say`.
+
+    synth = Synthesizer.load()                      # the shipped TTS and codec
+    prompt = synth.prompt_from_file("voice.wav")    # transcribed by the ASR if no text given
+    speech = synth.synthesize("Hello there. How are you?", prompt, seed=0)
+    speech.wav, speech.sample_rate, speech.rtf
+
+Long text is normalised and split into sentences; every sentence is spoken with the same
+prompt (one consistent voice), `batch_size` sentences at a time, and the pieces are joined
+with a short pause. The AR's frame budget comes from the phoneme count, at the prompt's
+own speaking rate.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from codec.interface import CompressionModel
+from core.audio import load_audio, resample
+from core.errors import VocalisError
+from tts.frontend import PhonemeVocab, TextFrontend, normalize_for_speech, phonemize
+from tts.generate import SamplingOptions, generate_codes
+from tts.valle import VALLE, join_phonemes, load_valle
+
+MIN_PROMPT_SECONDS = 1.0
+MAX_PROMPT_SECONDS = 12.0  # longer prompts are cut (and the cut transcribed by the ASR)
+SILENCE_DBFS = -50.0  # a prompt quieter than this (RMS) has no voice to clone
+SENTENCE_PAUSE_SECONDS = 0.25
+MAX_SENTENCE_SECONDS = 30.0
+DEFAULT_SAMPLING = SamplingOptions(temperature=0.9, top_k=50, top_p=1.0)
+
+
+@dataclass(frozen=True)
+class VoicePrompt:
+    codes: Tensor  # (Q, P) the prompt's codec tokens
+    phonemes: Tensor  # (L,) phoneme ids of its transcript
+    text: str  # its transcript
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Speech:
+    wav: Tensor  # (T,) mono float
+    sample_rate: int
+    sentences: tuple[str, ...]
+    compute_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.wav.shape[-1] / self.sample_rate
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: compute time / audio time (below 1 is faster than real time)."""
+        return self.compute_seconds / max(self.seconds, 1e-9)
+
+
+class Synthesizer:
+    def __init__(
+        self,
+        model: VALLE,
+        codec: CompressionModel,
+        *,
+        codec_sha256: str | None = None,
+        asr_path: str | os.PathLike | None = None,
+    ) -> None:
+        d = model.dims
+        expected = (d.sample_rate, float(d.frame_rate), d.cardinality)
+        got = (codec.sample_rate, float(codec.frame_rate), codec.cardinality)
+        if expected != got or codec.num_codebooks < d.n_codebooks:
+            raise VocalisError(
+                f"the TTS speaks a codec of (rate, frame rate, codebook size) {expected} with "
+                f"{d.n_codebooks} codebooks; this codec has {got} and {codec.num_codebooks}"
+            )
+        if codec_sha256 and d.codec_sha256 and codec_sha256 != d.codec_sha256:
+            warnings.warn(
+                "the codec's weights differ from those the TTS was trained with; "
+                "the voice may sound wrong",
+                stacklevel=2,
+            )
+        self.model, self.codec = model.eval(), codec.eval()
+        self.vocab = PhonemeVocab.from_json(d.phoneme_vocab)
+        self.frontend = TextFrontend(self.vocab)
+        self.asr_path = asr_path
+        self._asr = None
+
+    @classmethod
+    def load(
+        cls,
+        model_path: str | os.PathLike | None = None,
+        codec_path: str | os.PathLike | None = None,
+        *,
+        asr_path: str | os.PathLike | None = None,
+        device: str = "cpu",
+    ) -> Synthesizer:
+        """The TTS checkpoint (default: the shipped one) with the shipped or given codec."""
+        from codec.model import SHIPPED_CHECKPOINT, load_codec
+        from core.checkpoint import weights_sha256
+
+        codec_path = Path(codec_path or SHIPPED_CHECKPOINT)
+        model = load_valle(model_path, device=device)
+        codec = load_codec(codec_path).to(device)
+        return cls(model, codec, codec_sha256=weights_sha256(codec_path), asr_path=asr_path)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ----------------------------------------------------------------------------------
+    def prompt_from_file(self, path: str | os.PathLike, text: str | None = None) -> VoicePrompt:
+        wav, rate = load_audio(path)  # (1, T), any rate: resampled below
+        return self.prompt_from_audio(wav[0], rate, text, name=f"voice prompt '{path}'")
+
+    @torch.inference_mode()
+    def prompt_from_audio(
+        self, wav: Tensor, sample_rate: int, text: str | None = None, *, name: str = "voice prompt"
+    ) -> VoicePrompt:
+        """A prompt from mono audio `(T,)` at any rate; no `text`: transcribed by the ASR."""
+        wav = wav.reshape(-1).float()
+        seconds = wav.shape[0] / sample_rate
+        if seconds < MIN_PROMPT_SECONDS:
+            raise VocalisError(
+                f"{name} is {seconds:.2f} s long; at least {MIN_PROMPT_SECONDS:g} s of speech "
+                "is needed"
+            )
+        rms = float(wav.double().pow(2).mean().sqrt())
+        level = 20 * math.log10(rms) if rms > 0 else -math.inf
+        if level < SILENCE_DBFS:
+            raise VocalisError(f"{name} is silent ({level:.0f} dBFS): it holds no voice to clone")
+        if seconds > MAX_PROMPT_SECONDS:
+            if text is not None:
+                warnings.warn(
+                    f"{name} is {seconds:.1f} s long: using its first {MAX_PROMPT_SECONDS:g} s, "
+                    "transcribed by the ASR (the given text covers the whole clip)",
+                    stacklevel=2,
+                )
+            wav, text = wav[: int(MAX_PROMPT_SECONDS * sample_rate)], None
+            seconds = MAX_PROMPT_SECONDS
+        if text is None:
+            text = self._transcribe(wav, sample_rate, name)
+        normalized = normalize_for_speech(text).text
+        ids = self.vocab.encode(phonemize([normalized])[0]) if normalized else []
+        if not ids:
+            raise VocalisError(f"{name}: its transcript has nothing to pronounce ({text!r})")
+        audio = (
+            resample(wav, sample_rate, self.sample_rate) if sample_rate != self.sample_rate else wav
+        )
+        codes = self.codec.encode(audio.view(1, 1, -1).to(self.device), self.model.dims.n_codebooks)
+        return VoicePrompt(codes[0], torch.tensor(ids, dtype=torch.long), text, seconds)
+
+    def _transcribe(self, wav: Tensor, sample_rate: int, name: str) -> str:
+        from asr.model import SAMPLE_RATE, load_asr
+        from asr.transcribe import transcribe
+        from core.errors import CheckpointError
+
+        if self._asr is None:
+            try:
+                self._asr = load_asr(self.asr_path)
+            except CheckpointError as e:
+                raise VocalisError(
+                    f"{name} has no transcript and no ASR model to make one: {e}"
+                ) from None
+        audio = resample(wav, sample_rate, SAMPLE_RATE) if sample_rate != SAMPLE_RATE else wav
+        text = next(iter(transcribe(self._asr, [audio]))).text.strip()
+        if not text:
+            raise VocalisError(f"{name}: the ASR heard no words in it; pass its transcript")
+        return text
+
+    # ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def synthesize(
+        self,
+        text: str,
+        prompt: VoicePrompt,
+        *,
+        options: SamplingOptions = DEFAULT_SAMPLING,
+        seed: int | None = None,
+        batch_size: int = 4,
+    ) -> Speech:
+        """Speech for `text` (any length) in the prompt's voice."""
+        start = time.perf_counter()
+        sentences = self.frontend(text)
+        if not sentences:
+            raise VocalisError("there is nothing to say: the text has no words")
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed if seed is not None else int(torch.randint(2**31, ())))
+        pieces: list[Tensor] = []
+        for first in range(0, len(sentences), batch_size):
+            group = sentences[first : first + batch_size]
+            pieces += self._speak(
+                [torch.tensor(s.ids, dtype=torch.long) for s in group], prompt, options, generator
+            )
+        pause = torch.zeros(int(SENTENCE_PAUSE_SECONDS * self.sample_rate))
+        joined = [p for piece in pieces for p in (piece, pause)][:-1]
+        wav = torch.cat(joined).cpu()
+        return Speech(
+            wav, self.sample_rate, tuple(s.text for s in sentences), time.perf_counter() - start
+        )
+
+    def _speak(
+        self,
+        targets: list[Tensor],
+        prompt: VoicePrompt,
+        options: SamplingOptions,
+        generator: torch.Generator,
+    ) -> list[Tensor]:
+        """Waveforms `(T,)` of a batch of phoneme sequences in the prompt's voice."""
+        dims, device, b = self.model.dims, self.device, len(targets)
+        vocab = self.vocab
+        texts = [
+            join_phonemes(prompt.phonemes, t, bos=vocab.bos_id, eos=vocab.eos_id) for t in targets
+        ]
+        text_lens = torch.tensor([len(t) for t in texts], device=device)
+        text = torch.full((b, int(text_lens.max())), vocab.pad_id, dtype=torch.long)
+        for i, t in enumerate(texts):
+            text[i, : len(t)] = t
+        frames_per_phoneme = prompt.codes.shape[1] / max(len(prompt.phonemes), 1)
+        expected = torch.tensor([len(t) * frames_per_phoneme for t in targets])
+        cap = int(MAX_SENTENCE_SECONDS * dims.frame_rate)
+        max_frames = (expected * 2.0 + dims.frame_rate).clamp(max=cap).long().to(device)
+        min_frames = (expected * 0.4).long().clamp(max=cap // 2).to(device)
+        codes = generate_codes(
+            self.model,
+            text.to(device),
+            text_lens,
+            prompt.codes.unsqueeze(0).expand(b, -1, -1).to(device),
+            torch.full((b,), prompt.codes.shape[1], device=device),
+            min_frames=min_frames,
+            max_frames=max_frames,
+            options=options,
+            generator=generator,
+        )
+        out = []
+        for c in codes:
+            if c.shape[1] == 0:
+                out.append(torch.zeros(0))
+                continue
+            out.append(self.codec.decode(c.unsqueeze(0))[0, 0])  # (T,)
+        return out
+
+    def synthesize_file(
+        self, text: str, prompt_path: str | os.PathLike, prompt_text: str | None = None, **kwargs
+    ) -> tuple[Tensor, int, float]:
+        """(wav `(T,)`, sample rate, compute seconds): the evaluation harness's entry point."""
+        start = time.perf_counter()
+        prompt = self.prompt_from_file(prompt_path, prompt_text)
+        speech = self.synthesize(text, prompt, **kwargs)
+        return speech.wav, speech.sample_rate, time.perf_counter() - start
+
+
+def load_synthesizer(path: str | os.PathLike | None = None, **kwargs) -> Synthesizer:
+    return Synthesizer.load(path, **kwargs)

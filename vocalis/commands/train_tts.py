@@ -1,0 +1,165 @@
+"""`vocalis train valle`: train the VALL-E TTS (AR + NAR) on codec tokens from a JSON config.
+
+Sections (unknown keys are refused, naming the key):
+
+    "train"  training.trainer.TrainConfig (out_dir defaults to runs/<config name>)
+    "model"  tts.valle.VALLEDims: n_codebooks, dim, heads, kv_heads, ar_depth, nar_depth,
+             dropout (the vocabulary and the codec's figures are filled in here)
+    "data"   training.valle_task.VALLEDataConfig plus "manifests" (as for the other
+             models; utterances of split "train" with a transcript) and "codec" (the
+             codec checkpoint whose tokens the TTS speaks in; default the shipped one)
+    "notes"  free text, ignored
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+from pathlib import Path
+
+from vocalis.commands.train import (
+    _add_run_arguments,
+    _export_or_fit,
+    _load_run_config,
+    _millions,
+    build,
+    manifest_specs,
+)
+
+VALLE_SECTIONS = ("train", "model", "data", "notes")
+_FILLED = ("n_phonemes", "phoneme_pad", "phoneme_vocab", "cardinality", "frame_rate")
+_FILLED += ("sample_rate", "codec_sha256")
+
+
+def register_valle(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "valle",
+        help="train the VALL-E text-to-speech (AR + NAR) on codec tokens",
+        description="Train VALL-E. Codec tokens come from the data cache (built here when "
+        "missing); phonemes are kept in the output folder. Resumes from the newest checkpoint "
+        "in the output folder.",
+    )
+    _add_run_arguments(p, "start from this VALL-E checkpoint (same dims and codec required)")
+    p.set_defaults(handler=run_valle)
+
+
+def run_valle(args: argparse.Namespace) -> int:
+    import torch
+
+    from codec.model import SHIPPED_CHECKPOINT as SHIPPED_CODEC
+    from core.checkpoint import load_weights
+    from core.errors import VocalisError
+    from core.io import write_json_atomic
+    from corpus.cache import CodecEncoder
+    from training.sampler import bucket_sampler_factory
+    from training.trainer import Trainer
+    from training.valle_data import phonemize_transcripts, prepare_examples
+    from training.valle_task import PromptedDataset, VALLEDataConfig, VALLETask, collate_prompted
+    from tts.frontend import PhonemeVocab
+    from tts.valle import VALLE, VALLEDims, join_phonemes, load_valle
+    from vocalis.commands.data import default_data_root
+
+    config, name, train = _load_run_config(args, VALLE_SECTIONS)
+    model_values = config.get("model", {})
+    filled = sorted(set(model_values) & set(_FILLED))
+    if filled:
+        raise VocalisError(
+            f"{name}: model.{filled[0]} comes from the data and codec, not the config"
+        )
+    data_values = dict(config.get("data", {}))
+    if args.manifest:
+        data_values["manifests"] = list(args.manifest)
+    specs = manifest_specs(data_values, f"{name}: data.manifests")
+    codec_path = Path(data_values.pop("codec", None) or SHIPPED_CODEC)
+    data_values.pop("manifests", None)
+    data = build(VALLEDataConfig, data_values, f"{name}: data")
+
+    encoder = CodecEncoder.from_checkpoint(codec_path)
+    codec = encoder.model
+    vocab = PhonemeVocab()
+    join = functools.partial(join_phonemes, bos=vocab.bos_id, eos=vocab.eos_id)
+    dims = build(
+        VALLEDims,
+        model_values,
+        f"{name}: model",
+        n_phonemes=len(vocab),
+        phoneme_pad=vocab.pad_id,
+        phoneme_vocab=vocab.to_json(),
+        cardinality=codec.cardinality,
+        frame_rate=float(codec.frame_rate),
+        sample_rate=codec.sample_rate,
+        codec_sha256=encoder.weights_hash,
+    )
+    if dims.n_codebooks > codec.num_codebooks:
+        raise VocalisError(
+            f"{name}: model.n_codebooks={dims.n_codebooks} but the codec has {codec.num_codebooks}"
+        )
+    out_dir = Path(train.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    examples, counts = prepare_examples(
+        [(s.path, s.repeat) for s in specs],
+        encoder,
+        default_data_root(),
+        out_dir / "phonemes.json",
+        phonemize_transcripts,
+        vocab,
+        dims.n_codebooks,
+    )
+    dataset = PromptedDataset(examples, dims.frame_rate, data, join)
+    if len(dataset) == 0:
+        raise VocalisError(
+            "no training targets: utterances need a transcript and another utterance of the "
+            f"same speaker between {data.prompt_seconds[0]:g} and {data.prompt_seconds[1]:g} s"
+        )
+
+    torch.manual_seed(train.seed)  # the same initial weights for the same config
+    model = VALLE(dims)
+    if args.init is not None:
+        start = load_valle(args.init)
+        if start.dims != dims:
+            raise VocalisError(f"--init {args.init}: its dims, vocabulary or codec differ")
+        load_weights(model, start.state_dict(), source=str(args.init))
+    write_json_atomic(
+        out_dir / "config.json",
+        {
+            "train": dataclasses.asdict(train),
+            "model": dataclasses.asdict(dataclasses.replace(dims, phoneme_vocab="")),
+            "data": {
+                **dataclasses.asdict(data),
+                "manifests": [vars(s) for s in specs],
+                "codec": str(codec_path),
+            },
+        },
+    )
+    hours = sum(dataset.durations) / 3600
+    print(
+        f"training valle: AR {_millions(model.ar)} M + NAR {_millions(model.nar)} M parameters, "
+        f"{len(dataset)} targets ({hours:.2f} h) from {counts['utterances']} utterances "
+        f"({counts['no_tokens']} without tokens, {counts['no_phonemes']} without phonemes), "
+        f"{dims.n_codebooks} codebooks -> {out_dir}"
+    )
+    trainer = Trainer(
+        VALLETask(model),
+        train,
+        dataset,
+        collate_fn=functools.partial(collate_prompted, join=join),
+        sampler_factory=bucket_sampler_factory(
+            dataset.durations,
+            batch_seconds=data.batch_seconds,
+            batch_size=train.batch_size,
+            seed=train.seed,
+        ),
+    )
+    result = _export_or_fit(trainer, args)
+    if result is None:
+        return 0
+    m = result.metrics
+    summary = ""
+    if "ar/loss" in m:
+        summary = (
+            f", AR loss {m['ar/loss']:.3f} (accuracy {m['ar/accuracy']:.3f}), "
+            f"NAR loss {m['nar/loss']:.3f} (accuracy {m['nar/accuracy']:.3f})"
+        )
+    print(f"done: step {result.step} in {result.seconds:.1f} s{summary}; model {result.model_path}")
+    return 0
