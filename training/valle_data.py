@@ -59,9 +59,10 @@ def prepare_examples(
     and counts of what was used and left out."""
     per_manifest: list[tuple[list[Utterance], FeatureCache, int]] = []
     for path, repeat in manifests:
-        utterances = [u for u in read_manifest(path) if u.split == "train" and u.text]
+        everything = read_manifest(path)
         cache = FeatureCache(cache_folder(data_root, path, encoder), encoder)
-        cache.build(utterances, progress=progress)
+        cache.build(everything, progress=progress)  # all of it: a build drops what it is not given
+        utterances = [u for u in everything if u.split == "train" and u.text]
         per_manifest.append((utterances, cache, repeat))
     texts = [u.text for utts, _, _ in per_manifest for u in utts]
     ipa = load_phonemes(texts, phoneme_path, phonemize)
