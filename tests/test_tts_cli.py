@@ -192,3 +192,19 @@ def test_bad_valle_configs_get_one_line_errors(tmp_path, capsys, section, values
     assert main(["train", "valle", "--config", str(tmp_path / "c.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_a_prompt_without_text_is_transcribed_by_the_asr(trained, capsys):
+    from asr.model import SAMPLE_RATE, save_asr
+    from core.audio import save_audio
+    from tests.helpers.asr import TEXTS, clip, overfitted
+
+    root = trained[0]
+    asr = save_asr(root / "asr", overfitted()[0])
+    voice = root / "chirp.wav"
+    save_audio(voice, clip(0, 1.2)[None], SAMPLE_RATE)  # the tiny ASR hears TEXTS[0] in it
+    assert say(trained, "--asr", str(asr), voice=str(voice)) == 0
+    assert f"prompt heard as: {TEXTS[0]!r}" in capsys.readouterr().out
+    assert say(trained, "--asr", str(root / "none.safetensors"), voice=str(voice)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no transcript and no ASR model" in err[0]
