@@ -209,7 +209,7 @@ def load_asr(path: str | os.PathLike | None = None, *, device: str = "cpu") -> A
     """An ASR checkpoint (default: the shipped one) in eval mode, with its tokenizer."""
     weights, _ = checkpoint_paths(path or SHIPPED_CHECKPOINT)
     if not weights.is_file():
-        raise CheckpointError(f"no ASR model at '{weights}'; train one or pass --model")
+        raise CheckpointError(f"no ASR model at '{weights}' (train one: 'vocalis train asr')")
     model = load_model(weights, ASRModel, ASRDims, kind=KIND, device=device)
     if model.tokenizer is None:
         raise CheckpointError(f"'{weights}' holds no tokenizer")
