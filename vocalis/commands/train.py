@@ -172,6 +172,19 @@ class ManifestSpec:
     repeat: int = 1
 
 
+def data_section(
+    config: dict[str, Any], args: argparse.Namespace, name: str
+) -> tuple[list[ManifestSpec], dict[str, Any]]:
+    """The config's "data" section split into its manifests (--manifest replaces them) and
+    the remaining values, for the model's data dataclass."""
+    values = dict(config.get("data", {}))
+    if args.manifest:
+        values["manifests"] = list(args.manifest)
+    specs = manifest_specs(values, f"{name}: data.manifests")
+    values.pop("manifests", None)
+    return specs, values
+
+
 def manifest_specs(data: dict[str, Any], where: str) -> list[ManifestSpec]:
     from core.errors import VocalisError
     from vocalis.commands.data import default_data_root
@@ -217,11 +230,7 @@ def run_codec(args: argparse.Namespace) -> int:
     dims = build(CodecDims, config.get("codec", {}), f"{name}: codec")
     disc_dims = build(DiscriminatorDims, config.get("discriminator", {}), f"{name}: discriminator")
     weights = build(CodecLossWeights, config.get("loss", {}), f"{name}: loss")
-    data = dict(config.get("data", {}))
-    if args.manifest:
-        data["manifests"] = list(args.manifest)
-    specs = manifest_specs(data, f"{name}: data.manifests")
-    data.pop("manifests", None)
+    specs, data = data_section(config, args, name)
     crop = build(CropConfig, data, f"{name}: data", sample_rate=dims.sample_rate, seed=train.seed)
 
     utterances = []
@@ -336,11 +345,7 @@ def run_asr(args: argparse.Namespace) -> int:
     dims = build(ASRDims, config.get("model", {}), f"{name}: model", n_vocab=0, tokenizer="")
     tok_config = build(TokenizerConfig, config.get("tokenizer", {}), f"{name}: tokenizer")
     augment = build(SpecAugment, config.get("augment", {}), f"{name}: augment")
-    data_values = dict(config.get("data", {}))
-    if args.manifest:
-        data_values["manifests"] = list(args.manifest)
-    specs = manifest_specs(data_values, f"{name}: data.manifests")
-    data_values.pop("manifests", None)
+    specs, data_values = data_section(config, args, name)
     data = build(ASRDataConfig, data_values, f"{name}: data")
 
     utterances, too_long = [], 0

@@ -24,7 +24,7 @@ from vocalis.commands.train import (
     _load_run_config,
     _millions,
     build,
-    manifest_specs,
+    data_section,
 )
 
 VALLE_SECTIONS = ("train", "model", "data", "notes")
@@ -67,12 +67,8 @@ def run_valle(args: argparse.Namespace) -> int:
         raise VocalisError(
             f"{name}: model.{filled[0]} comes from the data and codec, not the config"
         )
-    data_values = dict(config.get("data", {}))
-    if args.manifest:
-        data_values["manifests"] = list(args.manifest)
-    specs = manifest_specs(data_values, f"{name}: data.manifests")
+    specs, data_values = data_section(config, args, name)
     codec_path = Path(data_values.pop("codec", None) or SHIPPED_CODEC)
-    data_values.pop("manifests", None)
     data = build(VALLEDataConfig, data_values, f"{name}: data")
 
     encoder = CodecEncoder.from_checkpoint(codec_path)
