@@ -9,7 +9,8 @@ Targets per item (inputs are the sequence without its last token, targets withou
 
     speech, untimed   SOT transcribe notimestamps text... EOT
     speech, timed     SOT transcribe <|0.00|> text... <|duration|> EOT
-    no speech         SOT nospeech EOT          (the audio is replaced by noise or silence)
+    no speech         SOT nospeech EOT          (the audio is replaced by noise or music,
+                                                 `training.nonspeech`, down to near silence)
     two utterances    SOT transcribe <|0.00|> text a <|end a|><|start b|> text b <|end b|> EOT
     ... b cut off     SOT transcribe <|0.00|> text a <|end a|><|start b|> EOT
 
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from asr.model import SAMPLE_RATE, ASRModel, log_mel_features
 from asr.tokenizer import Tokenizer
 from corpus.dataset import AudioBatch
+from training.nonspeech import non_speech
 from training.trainer import LossOutput, TrainTask
 
 IGNORE = -100
@@ -43,8 +45,8 @@ class ASRDataConfig:
     max_seconds: float = 30.0  # longer utterances are left out (one window each)
     batch_seconds: float = 240.0  # padded audio per batch (with train.batch_size as a cap)
     timestamp_prob: float = 0.5  # share of items trained with timestamp targets
-    no_speech_prob: float = 0.03  # share of items turned into noise with a nospeech target
-    noise_dbfs: tuple[float, float] = (-90.0, -35.0)  # level range of that noise
+    no_speech_prob: float = 0.03  # share of items turned into non-speech with a nospeech target
+    noise_dbfs: tuple[float, float] = (-90.0, -35.0)  # RMS level range of that noise or music
     pack_prob: float = 0.0  # share of item pairs joined into one two-segment timed example
     cut_prob: float = 0.3  # share of those whose second utterance the window cuts off
     gap_seconds: tuple[float, float] = (0.1, 0.6)  # silence between the two
@@ -232,9 +234,7 @@ class ASRTask(TrainTask):
     def _replace_with_noise(self, wav: Tensor, rows: Tensor) -> Tensor:
         if not bool(rows.any()):
             return wav
-        low, high = self.data.noise_dbfs
-        level_db = low + (high - low) * torch.rand(int(rows.sum()), 1)
-        noise = torch.randn(int(rows.sum()), wav.shape[1]) * 10.0 ** (level_db / 20.0)
+        noise = non_speech(int(rows.sum()), wav.shape[1], SAMPLE_RATE, self.data.noise_dbfs)
         wav = wav.clone()
         wav[rows.to(wav.device)] = noise.to(wav.device, wav.dtype)
         return wav
