@@ -6,7 +6,9 @@
 3. the exported checkpoint reloads to identical outputs;
 4. decoding step by step with the KV cache equals the full causal pass;
 5. with the shipped codec (models/codec/): the clip through a 6 kbps `.vcd` file and back,
-   its size, mel distance to the original and speed.
+   its size, mel distance to the original and speed;
+6. with the shipped recogniser (models/asr/): the shipped example voice (a held-out LJ
+   Speech clip) transcribed, its word error rate and speed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from training.trainer import LossOutput, TrainConfig, Trainer, TrainTask
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "ljspeech" / "wavs" / "LJ001-0001.flac"
+EXAMPLE_VOICE = REPO / "models" / "voices" / "ljspeech.wav"  # held out of all training
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ def run_check(clip: Path | None, out_dir: Path, steps: int = 60) -> bool:
     )
 
     rows += _codec_rows(wav, rate, source, out_dir)
+    rows += _asr_rows()
 
     width = max(len(r[0]) for r in rows)
     for name, detail, ok in rows:
@@ -201,3 +205,28 @@ def _codec_rows(wav: torch.Tensor, rate: int, source: str, out_dir: Path):
         f"-> clip_6kbps.wav, mel distance {distance:.2f}, {duration / seconds:.0f}x real time"
     )
     return [("codec", detail, ok)]
+
+
+def _asr_rows():
+    """Transcribe the shipped example voice (a held-out LJ Speech clip) with the shipped
+    recogniser, greedily, and score it against its transcript."""
+    from asr.decoding import DecodingOptions
+    from asr.evaluate import word_errors
+    from asr.model import SAMPLE_RATE, SHIPPED_CHECKPOINT, load_asr
+    from asr.transcribe import TranscribeOptions, transcribe
+
+    if not SHIPPED_CHECKPOINT.is_file():
+        return [("asr", f"skipped: no shipped recogniser at {SHIPPED_CHECKPOINT}", True)]
+    model = load_asr()
+    audio = load_audio(EXAMPLE_VOICE, SAMPLE_RATE)[0][0]  # (T,)
+    start = time.perf_counter()
+    options = TranscribeOptions(decoding=DecodingOptions(beam_size=1))
+    text = next(iter(transcribe(model, [audio], options))).text.strip()
+    seconds = time.perf_counter() - start
+    wer, _ = word_errors([EXAMPLE_VOICE.with_suffix(".txt").read_text()], [text])
+    shown = text if len(text) <= 50 else text[:47] + "..."
+    detail = (
+        f'{EXAMPLE_VOICE.name} (held out): "{shown}", WER {100 * wer:.0f}%, '
+        f"{audio.shape[0] / SAMPLE_RATE / seconds:.0f}x real time"
+    )
+    return [("asr", detail, bool(text))]
