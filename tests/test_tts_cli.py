@@ -208,3 +208,32 @@ def test_a_prompt_without_text_is_transcribed_by_the_asr(trained, capsys):
     assert say(trained, "--asr", str(root / "none.safetensors"), voice=str(voice)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no transcript and no ASR model" in err[0]
+
+
+def test_train_valle_from_a_token_pack_without_the_audio(trained, tmp_path, capsys):
+    import shutil
+
+    root, codec_path, _ = trained
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    utts = []
+    for s in range(2):
+        for i, text in enumerate(TEXTS):
+            path = tone(audio / f"{s}_{i}.wav", 150.0 + 50 * s + 10 * i, 1.0)
+            utts.append(Utterance(f"p{s}_{i}", str(path), 1.0, 16000, text, f"p{s}", "test"))
+    manifest = write_manifest(tmp_path / "pack_src.jsonl", utts)
+    pack = tmp_path / "pack"
+    assert main(["data", "pack", str(manifest), "--codec", str(codec_path), "-o", str(pack)]) == 0
+    assert "8 transcribed utterances" in capsys.readouterr().out
+    shutil.rmtree(audio)  # the pack alone must do
+    config = json.loads((root / "valle.json").read_text())
+    config["train"]["max_steps"] = 1
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    argv = ["train", "valle", "--config", str(tmp_path / "c.json"), "--manifest", str(pack)]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    assert "from 8 utterances (0 without tokens" in capsys.readouterr().out
+    other = save_codec(tmp_path / "other", Codec(CODEC))  # same dims, other weights
+    config["data"]["codec"] = str(other)
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    assert main([*argv, "--out", str(tmp_path / "run2")]) == 2
+    assert "made with another codec" in capsys.readouterr().err

@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_stats(sub)
     _register_split(sub)
     _register_cache(sub)
+    _register_pack(sub)
 
 
 def _register_import(sub: argparse._SubParsersAction) -> None:
@@ -117,6 +118,21 @@ def _register_cache(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", default=None, help="codec checkpoint: cache its tokens instead")
     p.add_argument("--codebooks", type=int, default=None, help="codebooks to keep (default all)")
     p.set_defaults(handler=run_cache)
+
+
+def _register_pack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pack",
+        help="codec tokens and transcripts of manifests in one small folder (no audio)",
+        description="Encode the manifests' transcribed utterances with the codec (through the "
+        "token cache) and write a self-contained token pack: what `vocalis train valle` needs, "
+        "without the audio (for a machine that has none). Use the folder as a manifest entry "
+        "in the config's data.manifests or with --manifest.",
+    )
+    p.add_argument("manifests", nargs="+", help="manifests to read")
+    p.add_argument("-o", "--output", required=True, help="pack folder to write")
+    p.add_argument("--codec", default=None, help="codec checkpoint (default: the shipped one)")
+    p.set_defaults(handler=run_pack)
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -235,5 +251,43 @@ def run_cache(args: argparse.Namespace) -> int:
     print(
         f"cache {output}: {result.encoded} encoded, {result.reused} reused, "
         f"{result.failed} failed, {result.shards} shards"
+    )
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from codec.model import SHIPPED_CHECKPOINT
+    from corpus.cache import CodecEncoder, FeatureCache
+    from corpus.manifest import read_manifest
+    from corpus.token_pack import write_token_pack
+
+    encoder = CodecEncoder.from_checkpoint(args.codec or SHIPPED_CHECKPOINT)
+    utterances, codes, missing = [], [], 0
+    for manifest in map(Path, args.manifests):
+        everything = read_manifest(manifest)
+        cache = FeatureCache(
+            default_data_root() / "cache" / f"{manifest.stem}-{encoder.name}", encoder
+        )
+        cache.build(everything, progress=True)
+        for u in everything:
+            c = cache.get(u) if u.text else None
+            if c is None:
+                missing += u.text is not None
+                continue
+            utterances.append(u)
+            codes.append(c)
+    folder = write_token_pack(
+        args.output,
+        utterances,
+        codes,
+        codec_sha256=encoder.weights_hash,
+        frame_rate=float(encoder.model.frame_rate),
+    )
+    size = (folder / "tokens.safetensors").stat().st_size
+    hours = sum(u.duration for u in utterances) / 3600
+    print(
+        f"pack {folder}: {len(utterances)} transcribed utterances ({hours:.2f} h), "
+        f"{size / 2**20:.1f} MB of tokens"
+        + (f", {missing} could not be encoded" if missing else "")
     )
     return 0
