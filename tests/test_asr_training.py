@@ -184,3 +184,45 @@ def test_train_asr_reports_bad_configs_on_one_line(tmp_path, capsys):
     bad.write_text(json.dumps({"codec": {}}))
     assert main(["train", "asr", "--config", str(bad)]) == 2
     assert "unknown config section 'codec'" in capsys.readouterr().err
+
+
+def test_ctc_targets_skip_cut_windows_and_keep_no_speech_empty():
+    from training.asr_task import ctc_target, packed_example, target_sequence
+
+    tok = tiny_tokenizer()
+    a, b = clip(0, 1.0), clip(1, 0.8)
+    _, full = packed_example(tok, a, TEXTS[0], b, TEXTS[1], gap=3200)
+    assert ctc_target(full, tok) == tok.encode(TEXTS[0]) + tok.encode(TEXTS[1])
+    _, cut = packed_example(tok, a, TEXTS[0], b, TEXTS[1], gap=3200, keep=4000)
+    assert ctc_target(cut, tok) is None
+    timed = target_sequence(tok, TEXTS[0], 1.0, timed=True, no_speech=False)
+    assert ctc_target(timed, tok) == tok.encode(TEXTS[0])
+    silent = target_sequence(tok, TEXTS[0], 1.0, timed=False, no_speech=True)
+    assert ctc_target(silent, tok) == []
+
+
+def test_ctc_head_trains_with_the_model_and_stays_out_of_the_export():
+    from training.asr_task import ASRLossConfig
+
+    torch.manual_seed(0)
+    model = tiny_model(seed=2).train()
+    task = ASRTask(
+        model,
+        ASRDataConfig(no_speech_prob=0.0),
+        SpecAugment(freq_masks=0, time_masks=0),
+        ASRLossConfig(ctc_weight=0.3),
+    )
+    part = task.parts()["model"]
+    assert part is not model and part.model is model
+    optimizer = torch.optim.AdamW(part.parameters(), lr=3e-3)
+    batch = clip_batch()
+    first = None
+    for _ in range(40):
+        out = task.loss("model", batch, {"model": part})
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        first = first if first is not None else out.metrics["ctc"]
+    assert out.metrics["ctc"] < 0.5 * first
+    exported, _ = task.export()
+    assert exported is model and not any(k.startswith("ctc") for k in exported.state_dict())

@@ -62,6 +62,46 @@ class ASRDataConfig:
 
 
 @dataclass(frozen=True)
+class ASRLossConfig:
+    # Weight of a CTC loss on the encoder output (a training-only linear head over the BPE
+    # pieces plus a blank): total = (1 - w) * attention CE + w * CTC. It makes the encoder
+    # learn where the words are long before cross-attention would find them alone (without
+    # it, a model trained 1000 steps here still ignored the audio: the loss with the real
+    # audio was 1.18, with silence 1.27).
+    ctc_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ctc_weight < 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
+
+
+class WithCTC(nn.Module):
+    """The recogniser and a CTC head on its encoder, trained together; only `model` is
+    exported."""
+
+    def __init__(self, model: ASRModel) -> None:
+        super().__init__()
+        self.model = model
+        self.blank = model.tokenizer.n_text  # after the BPE pieces
+        self.ctc = nn.Linear(model.dims.audio_dim, model.tokenizer.n_text + 1)
+
+    def forward(self, mel: Tensor, frames: Tensor, tokens: Tensor):
+        audio = self.model.embed_audio(mel, frames)
+        logits = self.model.decoder(tokens, audio)  # (B, L, V)
+        log_probs = self.ctc(audio.x).float().log_softmax(-1)  # (B, S, n_text + 1)
+        return logits, log_probs, audio.lengths
+
+
+def ctc_target(seq: Sequence[int], tokenizer: Tokenizer) -> list[int] | None:
+    """The BPE pieces a CTC head should emit for a training sequence; None for a window
+    that cuts its second utterance off (its audio holds words the text does not)."""
+    is_time = tokenizer.is_timestamp
+    if len(seq) >= 3 and is_time(seq[-2]) and is_time(seq[-3]):
+        return None
+    return [t for t in seq if t < tokenizer.n_text]
+
+
+@dataclass(frozen=True)
 class SpecAugment:
     """Frequency and time masks (set to 0, the middle of the normalised log-mel range)."""
 
@@ -152,14 +192,21 @@ def teacher_forcing(
 class ASRTask(TrainTask):
     kind = "asr"
 
-    def __init__(self, model: ASRModel, data: ASRDataConfig, augment: SpecAugment) -> None:
+    def __init__(
+        self,
+        model: ASRModel,
+        data: ASRDataConfig,
+        augment: SpecAugment,
+        loss: ASRLossConfig = ASRLossConfig(),
+    ) -> None:
         if model.tokenizer is None:
             raise ValueError("the model needs its tokenizer (ASRDims.with_tokenizer)")
-        self.model, self.data, self.augment = model, data, augment
+        self.model, self.data, self.augment, self.weights = model, data, augment, loss
         self.tokenizer = model.tokenizer
+        self.trained = WithCTC(model) if loss.ctc_weight > 0 else model
 
     def parts(self) -> dict[str, nn.Module]:
-        return {"model": self.model}
+        return {"model": self.trained}
 
     def export(self) -> tuple[nn.Module, object]:
         return self.model, self.model.dims
@@ -181,14 +228,42 @@ class ASRTask(TrainTask):
         sequences = [seq for _, seq in examples]
         inputs, targets = teacher_forcing(sequences, self.tokenizer, self.model.dims.n_text_ctx)
         inputs, targets = inputs.to(mel.device), targets.to(mel.device)
-        logits = modules["model"](mel, frames, inputs)  # (B, L, V)
+        metrics = {}
+        if self.weights.ctc_weight > 0:
+            logits, log_probs, enc_lengths = modules["model"](mel, frames, inputs)
+            ctc = self._ctc_loss(log_probs, enc_lengths, sequences)
+            metrics["ctc"] = float(ctc.detach())
+        else:
+            logits = modules["model"](mel, frames, inputs)  # (B, L, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
         valid = targets != IGNORE
         accuracy = ((logits.argmax(-1) == targets) & valid).sum() / valid.sum().clamp(min=1)
+        metrics["token_accuracy"] = float(accuracy)
+        metrics["attention_ce"] = float(loss.detach())
+        if self.weights.ctc_weight > 0:
+            w = self.weights.ctc_weight
+            loss = (1 - w) * loss + w * ctc
         return LossOutput(
             loss,
-            {"token_accuracy": float(accuracy)},
+            metrics,
             items=float(lengths.sum()) / SAMPLE_RATE,  # seconds of audio
+        )
+
+    def _ctc_loss(self, log_probs: Tensor, lengths: Tensor, sequences) -> Tensor:
+        """CTC of the encoder head over the items whose text covers their audio."""
+        rows = [(i, ctc_target(seq, self.tokenizer)) for i, seq in enumerate(sequences)]
+        rows = [(i, t) for i, t in rows if t is not None]
+        if not rows:
+            return log_probs.sum() * 0.0
+        index = torch.tensor([i for i, _ in rows], device=log_probs.device)
+        flat = torch.tensor([x for _, t in rows for x in t], dtype=torch.long)
+        return F.ctc_loss(
+            log_probs[index].transpose(0, 1),  # (S, B', C)
+            flat.to(log_probs.device),
+            lengths[index],
+            torch.tensor([len(t) for _, t in rows], device=log_probs.device),
+            blank=self.tokenizer.n_text,
+            zero_infinity=True,
         )
 
     def _examples(

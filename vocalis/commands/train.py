@@ -17,7 +17,8 @@ each mapped onto a frozen dataclass (unknown keys are refused, naming the key):
 An ASR config (`vocalis train asr`) has the sections of `ASR_SECTIONS`: "train" as above,
 "model" (asr.model.ASRDims, less the tokenizer), "tokenizer" (`TokenizerConfig`), "data"
 (training.asr_task.ASRDataConfig plus "manifests", as above; utterances of split "train"
-with a transcript), "augment" (training.asr_task.SpecAugment) and "notes".
+with a transcript), "augment" (training.asr_task.SpecAugment), "loss"
+(training.asr_task.ASRLossConfig: the CTC weight) and "notes".
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 SECTIONS = ("train", "codec", "discriminator", "loss", "data", "notes")
-ASR_SECTIONS = ("train", "model", "tokenizer", "data", "augment", "notes")
+ASR_SECTIONS = ("train", "model", "tokenizer", "data", "augment", "loss", "notes")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -337,7 +338,7 @@ def run_asr(args: argparse.Namespace) -> int:
     from core.io import write_bytes_atomic, write_json_atomic
     from corpus.dataset import ManifestDataset, collate_audio
     from corpus.manifest import read_manifest
-    from training.asr_task import ASRDataConfig, ASRTask, SpecAugment
+    from training.asr_task import ASRDataConfig, ASRLossConfig, ASRTask, SpecAugment
     from training.sampler import bucket_sampler_factory
     from training.trainer import Trainer
 
@@ -345,6 +346,7 @@ def run_asr(args: argparse.Namespace) -> int:
     dims = build(ASRDims, config.get("model", {}), f"{name}: model", n_vocab=0, tokenizer="")
     tok_config = build(TokenizerConfig, config.get("tokenizer", {}), f"{name}: tokenizer")
     augment = build(SpecAugment, config.get("augment", {}), f"{name}: augment")
+    loss_config = build(ASRLossConfig, config.get("loss", {}), f"{name}: loss")
     specs, data_values = data_section(config, args, name)
     data = build(ASRDataConfig, data_values, f"{name}: data")
 
@@ -380,7 +382,7 @@ def run_asr(args: argparse.Namespace) -> int:
         from core.checkpoint import load_weights
 
         load_weights(model, start.state_dict(), source=str(args.init))
-    task = ASRTask(model, data, augment)
+    task = ASRTask(model, data, augment, loss_config)
     write_json_atomic(
         out_dir / "config.json",
         {
@@ -389,6 +391,7 @@ def run_asr(args: argparse.Namespace) -> int:
             "tokenizer": dataclasses.asdict(tok_config),
             "data": {**dataclasses.asdict(data), "manifests": [vars(s) for s in specs]},
             "augment": dataclasses.asdict(augment),
+            "loss": dataclasses.asdict(loss_config),
         },
     )
     dataset = ManifestDataset(utterances, SAMPLE_RATE)
