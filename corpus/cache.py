@@ -269,3 +269,27 @@ class FeatureCache:
     def __getstate__(self) -> dict:
         # DataLoader workers get a copy without open shard handles; each reopens lazily.
         return {k: (v if k != "_handles" else {}) for k, v in self.__dict__.items()}
+
+
+def default_folder(data_root: str | os.PathLike, manifest: str | os.PathLike, encoder) -> Path:
+    """Where a manifest's cache lives unless told otherwise: `<data root>/cache/<manifest
+    stem>-<encoder name>` (the folder `vocalis data cache` writes)."""
+    return Path(data_root) / "cache" / f"{Path(manifest).stem}-{encoder.name}"
+
+
+def encoded_manifest(
+    manifest: str | os.PathLike,
+    encoder: FeatureEncoder,
+    data_root: str | os.PathLike,
+    *,
+    progress: bool = False,
+) -> list[tuple[Utterance, torch.Tensor | None]]:
+    """Every utterance of `manifest` with its features (None where the audio could not be
+    encoded), after building the manifest's cache in its default folder. The build gets
+    the whole manifest: a build drops the entries it is not given."""
+    from corpus.manifest import read_manifest
+
+    utterances = read_manifest(manifest)
+    cache = FeatureCache(default_folder(data_root, manifest, encoder), encoder)
+    cache.build(utterances, progress=progress)
+    return [(u, cache.get(u)) for u in utterances]

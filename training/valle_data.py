@@ -1,8 +1,8 @@
 """Training examples for VALL-E: codec tokens from the data cache, phonemes from the front end.
 
-Tokens come from `corpus.cache.FeatureCache` with a `CodecEncoder`, in the folder
-`vocalis data cache MANIFEST --codec CKPT` uses (`<data root>/cache/<manifest>-<encoder>`),
-so a cache built by that command is reused and a missing one is built here. Phonemes are
+Tokens come from `corpus.cache.encoded_manifest` with a `CodecEncoder`, in the folder
+`vocalis data cache MANIFEST --codec CKPT` uses (`corpus.cache.default_folder`), so a
+cache built by that command is reused and a missing one is built here. Phonemes are
 kept in a JSON file (`{text: IPA}`) in the run folder, so a resumed run does not
 phonemize the corpus again. A manifest entry may also be a token pack folder
 (`vocalis data pack`): tokens and transcripts without the audio.
@@ -11,21 +11,17 @@ phonemize the corpus again. A manifest entry may also be a token pack folder
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from core.errors import VocalisError
 from core.io import write_json_atomic
-from corpus.cache import CodecEncoder, FeatureCache
-from corpus.manifest import Utterance, read_manifest
+from corpus.cache import CodecEncoder, encoded_manifest
+from corpus.manifest import Utterance
 from corpus.token_pack import is_token_pack, read_token_pack
 from training.valle_task import TTSExample
-
-
-def cache_folder(root: Path, manifest: str | Path, encoder: CodecEncoder) -> Path:
-    return root / "cache" / f"{Path(manifest).stem}-{encoder.name}"
 
 
 def phonemize_transcripts(texts: Sequence[str]) -> list[str]:
@@ -47,16 +43,15 @@ def load_phonemes(texts: Sequence[str], path: Path, phonemize, *, batch: int = 2
     return known
 
 
-def _pack_lookup(path: str, encoder: CodecEncoder) -> tuple[list[Utterance], Callable]:
-    """A token pack's utterances and a function giving each one's codes."""
+def _pack_pairs(path: str, encoder: CodecEncoder) -> list[tuple[Utterance, torch.Tensor]]:
+    """A token pack's utterances with their codes, checking it came from `encoder`'s codec."""
     pack = read_token_pack(path)
     if pack.codec_sha256 != encoder.weights_hash:
         raise VocalisError(
             f"token pack '{path}' was made with another codec (weights "
             f"{pack.codec_sha256[:12]}, this one {encoder.weights_hash[:12]})"
         )
-    by_utterance = {id(u): c for u, c in zip(pack.utterances, pack.codes)}
-    return pack.utterances, lambda u: by_utterance.get(id(u))
+    return list(zip(pack.utterances, pack.codes))
 
 
 def prepare_examples(
@@ -72,24 +67,20 @@ def prepare_examples(
 ) -> tuple[list[TTSExample], dict[str, int]]:
     """Examples of the "train" utterances with a transcript, each manifest `repeat` times,
     and counts of what was used and left out."""
-    per_manifest: list[tuple[list[Utterance], Callable, int]] = []
+    per_manifest: list[tuple[list[tuple[Utterance, torch.Tensor | None]], int]] = []
     for path, repeat in manifests:
         if is_token_pack(path):
-            everything, lookup = _pack_lookup(path, encoder)
+            pairs = _pack_pairs(path, encoder)
         else:
-            everything = read_manifest(path)
-            cache = FeatureCache(cache_folder(data_root, path, encoder), encoder)
-            cache.build(everything, progress=progress)  # all: a build drops what it is not given
-            lookup = cache.get
-        utterances = [u for u in everything if u.split == "train" and u.text]
-        per_manifest.append((utterances, lookup, repeat))
-    texts = [u.text for utts, _, _ in per_manifest for u in utts]
+            pairs = encoded_manifest(path, encoder, data_root, progress=progress)
+        pairs = [(u, c) for u, c in pairs if u.split == "train" and u.text]
+        per_manifest.append((pairs, repeat))
+    texts = [u.text for pairs, _ in per_manifest for u, _ in pairs]
     ipa = load_phonemes(texts, phoneme_path, phonemize)
     examples: list[TTSExample] = []
     counts = {"utterances": 0, "no_tokens": 0, "no_phonemes": 0}
-    for utterances, lookup, repeat in per_manifest:
-        for u in utterances:
-            codes = lookup(u)
+    for pairs, repeat in per_manifest:
+        for u, codes in pairs:
             ids = vocab.encode(ipa[u.text])
             if codes is None:
                 counts["no_tokens"] += 1

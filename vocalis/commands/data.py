@@ -227,7 +227,7 @@ def run_split(args: argparse.Namespace) -> int:
 
 def run_cache(args: argparse.Namespace) -> int:
     from core.errors import VocalisError
-    from corpus.cache import CodecEncoder, FeatureCache, ResampleEncoder
+    from corpus.cache import CodecEncoder, FeatureCache, ResampleEncoder, default_folder
     from corpus.manifest import read_manifest
 
     if args.sample_rate < 1000 or args.shard_seconds <= 0:
@@ -242,9 +242,7 @@ def run_cache(args: argparse.Namespace) -> int:
     else:
         encoder = ResampleEncoder(args.sample_rate)
     output = (
-        Path(args.output)
-        if args.output
-        else default_data_root() / "cache" / f"{manifest.stem}-{encoder.name}"
+        Path(args.output) if args.output else default_folder(default_data_root(), manifest, encoder)
     )
     cache = FeatureCache(output, encoder, shard_seconds=args.shard_seconds)
     result = cache.build(utterances, progress=True)
@@ -257,22 +255,17 @@ def run_cache(args: argparse.Namespace) -> int:
 
 def run_pack(args: argparse.Namespace) -> int:
     from codec.model import SHIPPED_CHECKPOINT
-    from corpus.cache import CodecEncoder, FeatureCache
-    from corpus.manifest import read_manifest
+    from corpus.cache import CodecEncoder, encoded_manifest
     from corpus.token_pack import write_token_pack
 
     encoder = CodecEncoder.from_checkpoint(args.codec or SHIPPED_CHECKPOINT)
     utterances, codes, missing = [], [], 0
-    for manifest in map(Path, args.manifests):
-        everything = read_manifest(manifest)
-        cache = FeatureCache(
-            default_data_root() / "cache" / f"{manifest.stem}-{encoder.name}", encoder
-        )
-        cache.build(everything, progress=True)
-        for u in everything:
-            c = cache.get(u) if u.text else None
+    for manifest in args.manifests:
+        for u, c in encoded_manifest(manifest, encoder, default_data_root(), progress=True):
+            if not u.text:
+                continue
             if c is None:
-                missing += u.text is not None
+                missing += 1
                 continue
             utterances.append(u)
             codes.append(c)
