@@ -28,8 +28,6 @@ from vocalis.commands.train import (
 )
 
 VALLE_SECTIONS = ("train", "model", "data", "notes")
-_FILLED = ("n_phonemes", "phoneme_pad", "phoneme_vocab", "cardinality", "frame_rate")
-_FILLED += ("sample_rate", "codec_sha256")
 
 
 def register_valle(sub: argparse._SubParsersAction) -> None:
@@ -62,11 +60,6 @@ def run_valle(args: argparse.Namespace) -> int:
 
     config, name, train = _load_run_config(args, VALLE_SECTIONS)
     model_values = config.get("model", {})
-    filled = sorted(set(model_values) & set(_FILLED))
-    if filled:
-        raise VocalisError(
-            f"{name}: model.{filled[0]} comes from the data and codec, not the config"
-        )
     specs, data_values = data_section(config, args, name)
     codec_path = Path(data_values.pop("codec", None) or SHIPPED_CODEC)
     data = build(VALLEDataConfig, data_values, f"{name}: data")
@@ -75,18 +68,21 @@ def run_valle(args: argparse.Namespace) -> int:
     codec = encoder.model
     vocab = PhonemeVocab()
     join = functools.partial(join_phonemes, bos=vocab.bos_id, eos=vocab.eos_id)
-    dims = build(
-        VALLEDims,
-        model_values,
-        f"{name}: model",
-        n_phonemes=len(vocab),
-        phoneme_pad=vocab.pad_id,
-        phoneme_vocab=vocab.to_json(),
-        cardinality=codec.cardinality,
-        frame_rate=float(codec.frame_rate),
-        sample_rate=codec.sample_rate,
-        codec_sha256=encoder.weights_hash,
-    )
+    filled = {  # what the vocabulary and the codec decide, never the config
+        "n_phonemes": len(vocab),
+        "phoneme_pad": vocab.pad_id,
+        "phoneme_vocab": vocab.to_json(),
+        "cardinality": codec.cardinality,
+        "frame_rate": float(codec.frame_rate),
+        "sample_rate": codec.sample_rate,
+        "codec_sha256": encoder.weights_hash,
+    }
+    clash = sorted(set(model_values) & set(filled))
+    if clash:
+        raise VocalisError(
+            f"{name}: model.{clash[0]} comes from the data and codec, not the config"
+        )
+    dims = build(VALLEDims, model_values, f"{name}: model", **filled)
     if dims.n_codebooks > codec.num_codebooks:
         raise VocalisError(
             f"{name}: model.n_codebooks={dims.n_codebooks} but the codec has {codec.num_codebooks}"
