@@ -34,7 +34,7 @@ from asr.decoding import (
 )
 from asr.model import HOP_LENGTH, SAMPLE_RATE, ASRModel, log_mel_features
 from asr.tokenizer import TIME_PRECISION, Tokenizer
-from core.audio import AudioBlocks, StreamResampler
+from core.audio import AudioBlocks, StreamResampler, rms_dbfs
 
 WINDOW_SECONDS = 30.0
 WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
@@ -240,11 +240,6 @@ class _Stream:
         self.seek += advance
 
 
-def _rms_dbfs(wav: Tensor) -> float:
-    rms = float(wav.double().pow(2).mean().sqrt())
-    return 20 * math.log10(rms) if rms > 0 else -math.inf
-
-
 def transcribe_many(
     sources: Iterable[Callable[[], Iterable[Tensor]]],
     decode_fn: DecodeFn,
@@ -271,7 +266,7 @@ def transcribe_many(
             if window.shape[0] < MIN_WINDOW_SAMPLES:
                 active.remove(stream)
                 done[stream.index] = stream.result()
-            elif _rms_dbfs(window) < options.silence_dbfs:
+            elif rms_dbfs(window) < options.silence_dbfs:
                 stream.silent(window)
             else:
                 batch.append((stream, window))

@@ -105,6 +105,12 @@ def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     return AF.resample(wav, orig_rate, new_rate)
 
 
+def rms_dbfs(wav: torch.Tensor) -> float:
+    """RMS level of all samples in dBFS (a full-scale square wave is 0); silence is -inf."""
+    rms = float(wav.double().pow(2).mean().sqrt())
+    return 20 * math.log10(rms) if rms > 0 else -math.inf
+
+
 def loudness(wav: torch.Tensor, sample_rate: int) -> float:
     """Integrated loudness in LUFS (ITU-R BS.1770-4, gated) of a (C, T) waveform.
 
@@ -116,8 +122,7 @@ def loudness(wav: torch.Tensor, sample_rate: int) -> float:
         value = float(AF.loudness(wav.double(), sample_rate))
         if math.isfinite(value):
             return value
-    rms = float(wav.double().pow(2).mean().sqrt())
-    return 20 * math.log10(rms) - 0.691 if rms > 0 else -math.inf
+    return rms_dbfs(wav) - 0.691
 
 
 def normalize_loudness(

@@ -13,7 +13,6 @@ own speaking rate.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -24,7 +23,7 @@ import torch
 from torch import Tensor
 
 from codec.interface import CompressionModel
-from core.audio import load_audio, resample
+from core.audio import load_audio, resample, rms_dbfs
 from core.errors import VocalisError
 from tts.frontend import PhonemeVocab, TextFrontend, normalize_for_speech, phonemize
 from tts.generate import SamplingOptions, generate_codes
@@ -135,8 +134,7 @@ class Synthesizer:
                 f"{name} is {seconds:.2f} s long; at least {MIN_PROMPT_SECONDS:g} s of speech "
                 "is needed"
             )
-        rms = float(wav.double().pow(2).mean().sqrt())
-        level = 20 * math.log10(rms) if rms > 0 else -math.inf
+        level = rms_dbfs(wav)
         if level < SILENCE_DBFS:
             raise VocalisError(f"{name} is silent ({level:.0f} dBFS): it holds no voice to clone")
         if seconds > MAX_PROMPT_SECONDS:
