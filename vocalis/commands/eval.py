@@ -40,25 +40,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_tts(sub)
 
 
+def _manifest_paths(given: list[str] | None, defaults: tuple[str, ...], missing: str) -> list[Path]:
+    """The --manifest paths, else those of `defaults` (under the data root) that exist;
+    `missing` is the one-line error when there are none."""
+    from core.errors import VocalisError
+    from vocalis.commands.data import default_data_root
+
+    if given:
+        return [Path(m) for m in given]
+    paths = [default_data_root() / m for m in defaults]
+    paths = [p for p in paths if p.is_file()]
+    if not paths:
+        raise VocalisError(missing)
+    return paths
+
+
 def _clips(args: argparse.Namespace) -> list[str]:
     from core.errors import VocalisError
     from corpus.manifest import read_manifest
-    from vocalis.commands.data import default_data_root
 
     if args.max_clips <= 0:
         raise VocalisError(f"--max-clips must be positive, got {args.max_clips}")
     if args.audio:
         return list(args.audio)[: args.max_clips]
-    if args.manifest:
-        paths = [Path(m) for m in args.manifest]
-    else:
-        paths = [default_data_root() / m for m in DEFAULT_MANIFESTS]
-        paths = [p for p in paths if p.is_file()]
-        if not paths:
-            raise VocalisError(
-                "no real-speech manifest found; import one (`vocalis data import ...`) or pass "
-                "--manifest or --audio"
-            )
+    paths = _manifest_paths(
+        args.manifest,
+        DEFAULT_MANIFESTS,
+        "no real-speech manifest found; import one (`vocalis data import ...`) or pass "
+        "--manifest or --audio",
+    )
     # Round-robin over sources so that every corpus is represented within --max-clips.
     by_source: dict[str, list[str]] = {}
     for path in paths:
@@ -254,18 +264,12 @@ def _tts_items(args: argparse.Namespace) -> list:
     from core.errors import VocalisError
     from corpus.manifest import read_manifest
     from tts.evaluate import build_eval_items
-    from vocalis.commands.data import default_data_root
 
-    if args.manifest:
-        paths = [Path(m) for m in args.manifest]
-    else:
-        paths = [default_data_root() / m for m in TTS_MANIFESTS]
-        paths = [p for p in paths if p.is_file()]
-        if not paths:
-            raise VocalisError(
-                "no manifest found; synthesise or import a corpus (`vocalis data ...`) or pass "
-                "--manifest"
-            )
+    paths = _manifest_paths(
+        args.manifest,
+        TTS_MANIFESTS,
+        "no manifest found; synthesise or import a corpus (`vocalis data ...`) or pass --manifest",
+    )
     utterances = [u for path in paths for u in read_manifest(path)]
     lo, hi = args.prompt_seconds
     items = build_eval_items(
