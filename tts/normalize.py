@@ -133,6 +133,12 @@ _RE_ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b")
 _RE_DECADE = re.compile(r"(?<![\w'])'?(\d{0,2}\d0)s\b")
 _RE_YEAR = re.compile(rf"\b({_YEAR_CONTEXT})\s+(\d{{4}})\b(?![.,-]\d)", re.IGNORECASE)
 _RE_ERA = re.compile(r"\b(\d{1,4})\s?(BC|AD|BCE|CE)\b")
+# Telephone numbers (555-1234, 555-123-4567, (555) 123-4567) are read digit by digit in
+# groups (North American: area code and exchange never begin with 0 or 1, so 100-1000 stays
+# a range); without this rule 555-1234 would be the range "five hundred and fifty-five to ...".
+_RE_PHONE = re.compile(
+    r"(?<![\w.-])(?:\(([2-9]\d\d)\) ?|([2-9]\d\d)[-.])?([2-9]\d\d)-(\d{4})(?![\w-]|\.\d)"
+)
 _RE_RANGE = re.compile(rf"(?<![\w.-])({_NUMBER})-({_NUMBER})(?![\w-]|\.\d)")
 _RE_NEGATIVE = re.compile(r"(?<![\w.])-(?=\d)")
 _RE_FRACTION = re.compile(r"(?<![\d/])(\d+)/(\d+)(?![\d/])")
@@ -225,6 +231,11 @@ def _year_or_number(s: str) -> str:
     return year_to_words(int(s)) if len(s) == 4 and 1000 <= int(s) < 2100 else _say_number(s)
 
 
+def _phone(m: re.Match[str]) -> str:
+    groups = [g for g in m.groups() if g]
+    return " " + ", ".join(_digits(g) for g in groups) + " "
+
+
 def _range(m: re.Match[str]) -> str:
     first, second = m.groups()
     if len(first) == 4 and 1000 <= int(first) < 2100 and "." not in second:
@@ -269,6 +280,7 @@ def _expand_numbers(text: str) -> str:
     text = _RE_TIME.sub(_time, text)
     text = _RE_ORDINAL.sub(lambda m: f" {ordinal_to_words(int(m.group(1)))} ", text)
     text = _RE_DECADE.sub(lambda m: f" {_plural(_year_or_number(m.group(1)))} ", text)
+    text = _RE_PHONE.sub(_phone, text)
     text = _RE_RANGE.sub(_range, text)
     text = _RE_YEAR.sub(lambda m: f"{m.group(1)} {_year_or_number(m.group(2))}", text)
     text = _RE_ERA.sub(lambda m: f"{year_to_words(int(m.group(1)))} {m.group(2)}", text)
