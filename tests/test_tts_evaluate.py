@@ -275,6 +275,14 @@ def test_eval_tts_cli_with_fakes(tones, tmp_path, monkeypatch, capsys):
     assert printed == (out / "report.md").read_text() and "| seen voices | 1 |" in printed
     assert json.loads((out / "report.json").read_text())["targets_met"] is True
     assert len(list((out / "audio").glob("*.wav"))) == 2
+    # a second run into the same folder keeps only its own clips
+    (out / "audio" / "9999_stale.wav").write_bytes(b"old")
+    try:
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(p.name for p in out.iterdir()) == ["audio", "report.json", "report.md"]
+    assert len(list((out / "audio").glob("*.wav"))) == 2
     assert main(["eval", "tts", "--manifest", str(root / "manifest.jsonl"), "--speakers", "0"])
     assert "--speakers" in capsys.readouterr().err
 

@@ -287,6 +287,24 @@ def _tts_items(args: argparse.Namespace) -> list:
     return items
 
 
+def _replace_folder(new: Path, target: Path) -> None:
+    """Move the folder `new` to `target`, replacing what is there; `new` is left empty."""
+    import shutil
+
+    staged = target.with_name(f".{target.name}-new")
+    shutil.rmtree(staged, ignore_errors=True)
+    new.rename(staged)
+    new.mkdir()  # the temporary directory's own cleanup expects it
+    if target.exists():
+        old = target.with_name(f".{target.name}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        staged.rename(target)
+        shutil.rmtree(old)
+    else:
+        staged.rename(target)
+
+
 def run_tts(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -312,18 +330,25 @@ def run_tts(args: argparse.Namespace) -> int:
     notes.append(f"torch CPU threads: {args.threads}")
     for note in notes:
         print(note, file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="vocalis-eval-tts-") as tmp:
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    # The audio is written to a fresh folder (inside --out, so the final rename stays on one
+    # file system) that replaces --out/audio only once the run succeeds: the folder then holds
+    # exactly the clips report.json describes, never a previous run's leftovers.
+    with tempfile.TemporaryDirectory(prefix=".vocalis-eval-tts-", dir=out) as tmp:
         report = evaluate_tts(
             items,
             synthesizer.synthesize_file,
             asr_systems=systems,
             speaker_encoder=encoder,
-            work_dir=Path(args.out) / "audio" if args.out else tmp,
+            work_dir=tmp,
             notes=notes,
             progress=lambda line: print(line, file=sys.stderr),
         )
-    if args.out:
-        write_bytes_atomic(Path(args.out) / "report.json", report.to_json().encode("utf-8"))
-        write_bytes_atomic(Path(args.out) / "report.md", report.to_markdown().encode("utf-8"))
+        if out is not None:
+            _replace_folder(Path(tmp), out / "audio")
+            write_bytes_atomic(out / "report.json", report.to_json().encode("utf-8"))
+            write_bytes_atomic(out / "report.md", report.to_markdown().encode("utf-8"))
     print(report.to_json() if args.json else report.to_markdown(), end="")
     return 0
