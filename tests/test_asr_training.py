@@ -201,8 +201,25 @@ def test_ctc_targets_skip_cut_windows_and_keep_no_speech_empty():
     assert ctc_target(silent, tok) == []
 
 
-def test_ctc_head_trains_with_the_model_and_stays_out_of_the_export():
-    from training.asr_task import ASRLossConfig
+def test_character_ctc_targets_spell_each_utterance():
+    from training.asr_task import CTC_ALPHABET, ctc_chars, ctc_target, packed_example
+
+    def spelled(ids):
+        return "".join(CTC_ALPHABET[i] for i in ids)
+
+    assert spelled(ctc_chars("Twenty-eight  Caf\u00e9s, O'Brien!")) == "twenty eight cafes o'brien"
+    tok = tiny_tokenizer()
+    a, b = clip(0, 1.0), clip(1, 0.8)
+    _, full = packed_example(tok, a, TEXTS[0], b, TEXTS[1], gap=3200)
+    both = spelled(ctc_target(full, tok, "chars"))
+    assert both == spelled(ctc_chars(TEXTS[0] + " " + TEXTS[1]))  # a word break between them
+    _, cut = packed_example(tok, a, TEXTS[0], b, TEXTS[1], gap=3200, keep=4000)
+    assert ctc_target(cut, tok, "chars") is None
+
+
+@pytest.mark.parametrize("units", ["pieces", "chars"])
+def test_ctc_head_trains_with_the_model_and_stays_out_of_the_export(units):
+    from training.asr_task import CTC_ALPHABET, ASRLossConfig
 
     torch.manual_seed(0)
     model = tiny_model(seed=2).train()
@@ -210,10 +227,12 @@ def test_ctc_head_trains_with_the_model_and_stays_out_of_the_export():
         model,
         ASRDataConfig(no_speech_prob=0.0),
         SpecAugment(freq_masks=0, time_masks=0),
-        ASRLossConfig(ctc_weight=0.3),
+        ASRLossConfig(ctc_weight=0.3, ctc_units=units),
     )
     part = task.parts()["model"]
     assert part is not model and part.model is model
+    n_units = model.tokenizer.n_text if units == "pieces" else len(CTC_ALPHABET)
+    assert part.ctc.out_features == n_units + 1 and part.blank == n_units
     optimizer = torch.optim.AdamW(part.parameters(), lr=3e-3)
     batch = clip_batch()
     first = None

@@ -24,6 +24,7 @@ the given <|notimestamps|> is not a target.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,6 +62,18 @@ class ASRDataConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
+CTC_UNITS = ("pieces", "chars")
+CTC_ALPHABET = " 'abcdefghijklmnopqrstuvwxyz0123456789"  # the "chars" units; the blank follows
+
+
+def ctc_chars(text: str) -> list[int]:
+    """`text` as CTC_ALPHABET indices: lower case, accents dropped, every other character
+    a word break ("twenty-eight" -> "twenty eight"), runs of spaces as one."""
+    folded = unicodedata.normalize("NFKD", text.lower()).encode("ascii", "ignore").decode()
+    spelled = "".join(c if c in CTC_ALPHABET else " " for c in folded)
+    return [CTC_ALPHABET.index(c) for c in " ".join(spelled.split())]
+
+
 @dataclass(frozen=True)
 class ASRLossConfig:
     # Weight of a CTC loss on the encoder output (a training-only linear head over the BPE
@@ -69,36 +82,57 @@ class ASRLossConfig:
     # it, a model trained 1000 steps here still ignored the audio: the loss with the real
     # audio was 1.18, with silence 1.27).
     ctc_weight: float = 0.0
+    # What the CTC head spells: "pieces" (the decoder's BPE pieces) or "chars" (letters,
+    # digits, apostrophe and space; see CTC_ALPHABET). With a BPE of 1024 pieces on this
+    # corpus most words are one piece, so a piece head must learn every word as a unit (its
+    # loss stayed near 4 nats per piece for 1700 steps here); letters are shared between
+    # words, so a character head teaches the encoder sounds that every word is made of.
+    ctc_units: str = "pieces"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ctc_weight < 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
+        if self.ctc_units not in CTC_UNITS:
+            raise ValueError(
+                f"ctc_units must be one of {', '.join(CTC_UNITS)}, got {self.ctc_units!r}"
+            )
 
 
 class WithCTC(nn.Module):
     """The recogniser and a CTC head on its encoder, trained together; only `model` is
     exported."""
 
-    def __init__(self, model: ASRModel) -> None:
+    def __init__(self, model: ASRModel, units: str = "pieces") -> None:
         super().__init__()
         self.model = model
-        self.blank = model.tokenizer.n_text  # after the BPE pieces
-        self.ctc = nn.Linear(model.dims.audio_dim, model.tokenizer.n_text + 1)
+        n_units = model.tokenizer.n_text if units == "pieces" else len(CTC_ALPHABET)
+        self.blank = n_units  # after the units
+        self.ctc = nn.Linear(model.dims.audio_dim, n_units + 1)
 
     def forward(self, mel: Tensor, frames: Tensor, tokens: Tensor):
         audio = self.model.embed_audio(mel, frames)
         logits = self.model.decoder(tokens, audio)  # (B, L, V)
-        log_probs = self.ctc(audio.x).float().log_softmax(-1)  # (B, S, n_text + 1)
+        log_probs = self.ctc(audio.x).float().log_softmax(-1)  # (B, S, units + 1)
         return logits, log_probs, audio.lengths
 
 
-def ctc_target(seq: Sequence[int], tokenizer: Tokenizer) -> list[int] | None:
-    """The BPE pieces a CTC head should emit for a training sequence; None for a window
-    that cuts its second utterance off (its audio holds words the text does not)."""
+def ctc_target(seq: Sequence[int], tokenizer: Tokenizer, units: str = "pieces") -> list[int] | None:
+    """The units (BPE pieces, or CTC_ALPHABET characters) a CTC head should emit for a
+    training sequence; None for a window that cuts its second utterance off (its audio holds
+    words the text does not)."""
     is_time = tokenizer.is_timestamp
     if len(seq) >= 3 and is_time(seq[-2]) and is_time(seq[-3]):
         return None
-    return [t for t in seq if t < tokenizer.n_text]
+    if units == "pieces":
+        return [t for t in seq if t < tokenizer.n_text]
+    segments, current = [], []  # the text between special tokens, one utterance each
+    for t in [*seq, tokenizer.eot]:
+        if t < tokenizer.n_text:
+            current.append(t)
+        elif current:
+            segments.append(tokenizer.decode(current))
+            current = []
+    return ctc_chars(" ".join(segments))
 
 
 @dataclass(frozen=True)
@@ -203,7 +237,7 @@ class ASRTask(TrainTask):
             raise ValueError("the model needs its tokenizer (ASRDims.with_tokenizer)")
         self.model, self.data, self.augment, self.weights = model, data, augment, loss
         self.tokenizer = model.tokenizer
-        self.trained = WithCTC(model) if loss.ctc_weight > 0 else model
+        self.trained = WithCTC(model, loss.ctc_units) if loss.ctc_weight > 0 else model
 
     def parts(self) -> dict[str, nn.Module]:
         return {"model": self.trained}
@@ -251,7 +285,8 @@ class ASRTask(TrainTask):
 
     def _ctc_loss(self, log_probs: Tensor, lengths: Tensor, sequences) -> Tensor:
         """CTC of the encoder head over the items whose text covers their audio."""
-        rows = [(i, ctc_target(seq, self.tokenizer)) for i, seq in enumerate(sequences)]
+        units = self.weights.ctc_units
+        rows = [(i, ctc_target(seq, self.tokenizer, units)) for i, seq in enumerate(sequences)]
         rows = [(i, t) for i, t in rows if t is not None]
         if not rows:
             return log_probs.sum() * 0.0
@@ -262,7 +297,7 @@ class ASRTask(TrainTask):
             flat.to(log_probs.device),
             lengths[index],
             torch.tensor([len(t) for _, t in rows], device=log_probs.device),
-            blank=self.tokenizer.n_text,
+            blank=log_probs.shape[-1] - 1,
             zero_infinity=True,
         )
 
