@@ -26,7 +26,6 @@ from core.errors import AudioError, VocalisError
 from corpus.manifest import Utterance
 from corpus.text import normalize_text, number_to_words
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 MIN_SECONDS = 0.05
 DEFAULT_SPLIT_BY = {
     "ljspeech": "utterance",
@@ -62,6 +61,8 @@ class _Candidate:
 
 
 def _audio_files(folder: Path) -> Iterator[Path]:
+    from core.audio import AUDIO_SUFFIXES  # here, like load_audio below: torch loads lazily
+
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith("."):
             yield path
