@@ -245,3 +245,53 @@ def test_ctc_head_trains_with_the_model_and_stays_out_of_the_export(units):
     assert out.metrics["ctc"] < 0.5 * first
     exported, _ = task.export()
     assert exported is model and not any(k.startswith("ctc") for k in exported.state_dict())
+
+
+def test_speed_perturbation_changes_tempo_and_keeps_within_the_window():
+    from training.asr_task import perturb_speed
+
+    batch = clip_batch((1.0, 0.8))
+    keep = torch.tensor([False, True])
+    fast, lengths = perturb_speed(
+        batch.wav, batch.lengths, ASRDataConfig(speed=(1.25, 1.25)), skip=keep
+    )
+    assert lengths.tolist() == [12800, 12800]  # 1 s at 1.25x; the skipped item unchanged
+    assert torch.equal(fast[1, :12800], batch.wav[1, :12800])
+    # the chirp's pitch rises with its tempo: more zero crossings per second
+    crossings = lambda x: int((x[:-1].sign() != x[1:].sign()).sum())  # noqa: E731
+    assert crossings(fast[0, :12800]) > 1.15 * crossings(batch.wav[0, :12800])
+    slow, lengths = perturb_speed(
+        batch.wav, batch.lengths, ASRDataConfig(speed=(0.5, 0.5), max_seconds=1.5), skip=~keep
+    )
+    # 0.8 s at 0.5x would be 1.6 s: held to 0.55x (23273 samples) to fit the 1.5 s window
+    assert lengths.tolist() == [16000, 23273]
+    same, lengths = perturb_speed(batch.wav, batch.lengths, ASRDataConfig(), skip=~keep)
+    assert same is batch.wav
+
+
+def test_noise_is_mixed_at_the_drawn_snr_and_only_under_speech():
+    from training.asr_task import add_noise
+
+    torch.manual_seed(0)
+    batch = clip_batch((1.0, 0.8))
+    data = ASRDataConfig(noise_prob=1.0, snr_db=(10.0, 10.0))
+    noisy = add_noise(batch.wav, batch.lengths, data, skip=torch.tensor([False, True]))
+    noise = noisy[0] - batch.wav[0]
+    snr = 20 * torch.log10(batch.wav[0].pow(2).mean().sqrt() / noise.pow(2).mean().sqrt())
+    assert abs(float(snr) - 10.0) < 0.5
+    assert torch.equal(noisy[1], batch.wav[1])  # skipped (a no-speech item)
+    assert add_noise(batch.wav, batch.lengths, ASRDataConfig(), skip=~batch.lengths.bool()) is (
+        batch.wav
+    )
+    with pytest.raises(ValueError, match="speed"):
+        ASRDataConfig(speed=(1.1, 0.9))
+
+
+def test_loss_with_speed_and_noise_augmentation_is_finite():
+    torch.manual_seed(0)
+    model = tiny_model(seed=2).train()
+    data = ASRDataConfig(speed=(0.9, 1.1), noise_prob=0.5, no_speech_prob=0.5, pack_prob=0.5)
+    task = ASRTask(model, data, SpecAugment())
+    for _ in range(3):
+        out = task.loss("model", clip_batch(), {"model": model})
+        assert torch.isfinite(out.loss)

@@ -24,6 +24,7 @@ the given <|notimestamps|> is not a target.
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 
 from asr.model import SAMPLE_RATE, ASRModel, log_mel_features
 from asr.tokenizer import Tokenizer
+from core.audio import resample
 from corpus.dataset import AudioBatch
 from training.nonspeech import non_speech
 from training.trainer import LossOutput, TrainTask
@@ -51,13 +53,24 @@ class ASRDataConfig:
     pack_prob: float = 0.0  # share of item pairs joined into one two-segment timed example
     cut_prob: float = 0.3  # share of those whose second utterance the window cuts off
     gap_seconds: tuple[float, float] = (0.1, 0.6)  # silence between the two
+    # Speed perturbation (tempo and pitch together, by resampling, as Kaldi's): each speech
+    # item plays at a factor drawn in this range, in steps of 0.05 (never past max_seconds).
+    speed: tuple[float, float] = (1.0, 1.0)
+    # Share of speech items mixed with noise or music (training.nonspeech) at an SNR drawn in
+    # `snr_db`: synthetic voices are clean, real recordings are not.
+    noise_prob: float = 0.0
+    snr_db: tuple[float, float] = (5.0, 30.0)
 
     def __post_init__(self) -> None:
         if not 0 < self.max_seconds <= 30.0:
             raise ValueError(f"max_seconds must be in (0, 30], got {self.max_seconds}")
         if self.batch_seconds <= 0:
             raise ValueError(f"batch_seconds must be positive, got {self.batch_seconds}")
-        for name in ("timestamp_prob", "no_speech_prob", "pack_prob", "cut_prob"):
+        if not 0.5 <= self.speed[0] <= self.speed[1] <= 2.0:
+            raise ValueError(f"speed must be a range within [0.5, 2], got {self.speed}")
+        if self.snr_db[0] > self.snr_db[1]:
+            raise ValueError(f"snr_db must be a (low, high) range, got {self.snr_db}")
+        for name in ("timestamp_prob", "no_speech_prob", "pack_prob", "cut_prob", "noise_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -163,6 +176,53 @@ class SpecAugment:
         return mel * keep.to(mel.device)
 
 
+def perturb_speed(
+    wav: Tensor, lengths: Tensor, data: ASRDataConfig, *, skip: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Each item of `wav` `(B, T)` (`lengths` valid samples) played at a factor drawn in
+    `data.speed` (items where `skip` is true stay as they are) -> new `(B, T')`, lengths."""
+    low, high = data.speed
+    if low == high == 1.0:  # off: no draw, so older configs see the same random numbers
+        return wav, lengths
+    factors = low + (high - low) * torch.rand(wav.shape[0])
+    limit = int(data.max_seconds * SAMPLE_RATE)
+    clips = []
+    for row, n in enumerate(lengths.tolist()):
+        clip = wav[row, :n]
+        steps = round(
+            float(factors[row]) * 20
+        )  # the factor in twentieths: short resampling filters
+        steps = max(steps, math.ceil(20 * n / limit))  # slowed down, it must still fit
+        if not skip[row] and steps != 20:
+            clip = resample(clip, steps, 20)  # heard at steps/20 times the speed
+        clips.append(clip)
+    out_lengths = torch.tensor([c.shape[0] for c in clips], dtype=torch.long)
+    out = wav.new_zeros(len(clips), int(out_lengths.max()))
+    for row, clip in enumerate(clips):
+        out[row, : clip.shape[0]] = clip
+    return out, out_lengths
+
+
+def add_noise(wav: Tensor, lengths: Tensor, data: ASRDataConfig, *, skip: Tensor) -> Tensor:
+    """A copy of `wav` `(B, T)` with noise or music under a `data.noise_prob` share of its
+    items (not those where `skip` is true), at an SNR drawn in `data.snr_db`."""
+    if data.noise_prob == 0:
+        return wav
+    rows = (torch.rand(wav.shape[0]) < data.noise_prob) & ~skip.cpu()
+    low, high = data.snr_db
+    snr = low + (high - low) * torch.rand(wav.shape[0])
+    if not bool(rows.any()):
+        return wav
+    noise = non_speech(int(rows.sum()), wav.shape[1], SAMPLE_RATE, (0.0, 0.0))  # RMS 1
+    wav = wav.clone()
+    for k, row in enumerate(rows.nonzero().flatten().tolist()):
+        n = int(lengths[row])
+        speech_rms = wav[row, :n].pow(2).mean().sqrt()
+        scale = speech_rms / 10.0 ** (float(snr[row]) / 20.0)
+        wav[row, :n] += noise[k, :n].to(wav.device, wav.dtype) * scale
+    return wav
+
+
 def target_sequence(
     tokenizer: Tokenizer, text: str, seconds: float, *, timed: bool, no_speech: bool
 ) -> list[int]:
@@ -251,8 +311,10 @@ class ASRTask(TrainTask):
         b = batch.wav.shape[0]
         no_speech = torch.rand(b) < self.data.no_speech_prob
         timed = torch.rand(b) < self.data.timestamp_prob
-        wav = self._replace_with_noise(batch.wav, no_speech)  # (B, T)
-        examples = self._examples(wav, batch.lengths.tolist(), batch.texts, no_speech, timed)
+        wav, clip_lengths = perturb_speed(batch.wav, batch.lengths, self.data, skip=no_speech)
+        wav = add_noise(wav, clip_lengths, self.data, skip=no_speech)
+        wav = self._replace_with_noise(wav, no_speech)  # (B, T)
+        examples = self._examples(wav, clip_lengths.tolist(), batch.texts, no_speech, timed)
         lengths = torch.tensor([w.shape[0] for w, _ in examples])
         wav = wav.new_zeros(len(examples), int(lengths.max()))  # (B', T')
         for row, (w, _) in enumerate(examples):
