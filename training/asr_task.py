@@ -32,10 +32,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 
 from asr.model import SAMPLE_RATE, ASRModel, log_mel_features
 from asr.tokenizer import Tokenizer
-from core.audio import resample
+from core.audio import resample, rms_dbfs
 from corpus.dataset import AudioBatch
 from training.nonspeech import non_speech
 from training.trainer import LossOutput, TrainTask
@@ -189,18 +190,13 @@ def perturb_speed(
     clips = []
     for row, n in enumerate(lengths.tolist()):
         clip = wav[row, :n]
-        steps = round(
-            float(factors[row]) * 20
-        )  # the factor in twentieths: short resampling filters
-        steps = max(steps, math.ceil(20 * n / limit))  # slowed down, it must still fit
+        # the factor in twentieths (short resampling filters); slowed down, it must still fit
+        steps = max(round(float(factors[row]) * 20), math.ceil(20 * n / limit))
         if not skip[row] and steps != 20:
             clip = resample(clip, steps, 20)  # heard at steps/20 times the speed
         clips.append(clip)
     out_lengths = torch.tensor([c.shape[0] for c in clips], dtype=torch.long)
-    out = wav.new_zeros(len(clips), int(out_lengths.max()))
-    for row, clip in enumerate(clips):
-        out[row, : clip.shape[0]] = clip
-    return out, out_lengths
+    return pad_sequence(clips, batch_first=True), out_lengths
 
 
 def add_noise(wav: Tensor, lengths: Tensor, data: ASRDataConfig, *, skip: Tensor) -> Tensor:
@@ -217,8 +213,7 @@ def add_noise(wav: Tensor, lengths: Tensor, data: ASRDataConfig, *, skip: Tensor
     wav = wav.clone()
     for k, row in enumerate(rows.nonzero().flatten().tolist()):
         n = int(lengths[row])
-        speech_rms = wav[row, :n].pow(2).mean().sqrt()
-        scale = speech_rms / 10.0 ** (float(snr[row]) / 20.0)
+        scale = 10.0 ** ((rms_dbfs(wav[row, :n]) - float(snr[row])) / 20.0)  # noise RMS is 1
         wav[row, :n] += noise[k, :n].to(wav.device, wav.dtype) * scale
     return wav
 
@@ -316,9 +311,7 @@ class ASRTask(TrainTask):
         wav = self._replace_with_noise(wav, no_speech)  # (B, T)
         examples = self._examples(wav, clip_lengths.tolist(), batch.texts, no_speech, timed)
         lengths = torch.tensor([w.shape[0] for w, _ in examples])
-        wav = wav.new_zeros(len(examples), int(lengths.max()))  # (B', T')
-        for row, (w, _) in enumerate(examples):
-            wav[row, : w.shape[0]] = w
+        wav = pad_sequence([w for w, _ in examples], batch_first=True)  # (B', T')
         mel, frames = log_mel_features(wav, lengths.to(wav.device))  # (B', M, F), (B',)
         mel = self.augment(mel, frames)
         sequences = [seq for _, seq in examples]

@@ -288,21 +288,17 @@ def _tts_items(args: argparse.Namespace) -> list:
 
 
 def _replace_folder(new: Path, target: Path) -> None:
-    """Move the folder `new` to `target`, replacing what is there; `new` is left empty."""
+    """Move the folder `new` (beside `target`) to `target`, replacing what is there; an empty
+    `new` is left behind for the temporary directory's own cleanup."""
     import shutil
 
-    staged = target.with_name(f".{target.name}-new")
-    shutil.rmtree(staged, ignore_errors=True)
-    new.rename(staged)
-    new.mkdir()  # the temporary directory's own cleanup expects it
+    old = target.with_name(f".{target.name}-old")
+    shutil.rmtree(old, ignore_errors=True)
     if target.exists():
-        old = target.with_name(f".{target.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
-        staged.rename(target)
-        shutil.rmtree(old)
-    else:
-        staged.rename(target)
+    new.rename(target)
+    new.mkdir()
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_tts(args: argparse.Namespace) -> int:
