@@ -1,6 +1,7 @@
 """`vocalis transcribe`, `vocalis label` and `vocalis eval asr` end to end on a tiny
 checkpoint (the model overfitted on two clips), including the one-line errors."""
 
+import dataclasses
 import json
 
 import pytest
@@ -95,24 +96,29 @@ def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
         for name, text in (("hello", TEXTS[0]), ("morning", TEXTS[1]))
     ]
     manifest = str(write_manifest(tmp_path / "test.jsonl", utts))
-    argv = ["eval", "asr", "--checkpoint", checkpoint, "--synth", manifest, "--real", manifest]
+    # two real sources (a reader and a digit speaker, say) are scored as separate rows
+    real = [utts[0], dataclasses.replace(utts[1], source="digits")]
+    real_manifest = str(write_manifest(tmp_path / "real.jsonl", real))
+    argv = ["eval", "asr", "--checkpoint", checkpoint, "--synth", manifest, "--real", real_manifest]
     assert main([*argv, "--json", "--beam-size", "1"]) == 0
     rows = json.loads(capsys.readouterr().out)
     ours = [r for r in rows if r["system"].startswith("vocalis")]
     assert [(r["test_set"], r["wer"], r["clips"], r["words"]) for r in ours] == [
         ("synthetic, held-out voices", 0.0, 2, 5),
-        ("real speech", 0.0, 2, 5),
+        ("real: t", 0.0, 1, 2),
+        ("real: digits", 0.0, 1, 3),
     ]
     try:
         import pocketsphinx  # noqa: F401
     except ImportError:
-        assert len(rows) == 2
+        assert len(rows) == 3
     else:
-        assert [r["system"] for r in rows] == ["vocalis (tiny)", "pocketsphinx"] * 2
+        assert [r["system"] for r in rows] == ["vocalis (tiny)", "pocketsphinx"] * 3
         assert all(r["wer"] >= 0 for r in rows)
+    argv[-1] = manifest
     assert main([*argv, "--max-clips", "1", "--no-baselines"]) == 0
     table = capsys.readouterr().out
     assert (
         table.startswith("| system | test set | WER |")
-        and "| vocalis (tiny) | real speech | 0.0% | 1 |" in table
+        and "| vocalis (tiny) | real: t | 0.0% | 1 |" in table
     )

@@ -152,7 +152,8 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
     asr.set_defaults(handler=run_asr)
 
 
-def _asr_clips(paths: list[Path], split: str, max_clips: int, held_out_voices: bool) -> list:
+def _asr_clips_by_source(paths: list[Path], split: str, held_out_voices: bool) -> dict:
+    """Transcribed clips of `split` per corpus source, each source's clips sorted by path."""
     from asr.evaluate import Clip
     from corpus.manifest import read_manifest
 
@@ -164,13 +165,18 @@ def _asr_clips(paths: list[Path], split: str, max_clips: int, held_out_voices: b
             if held_out_voices and u.extra.get("speaker_split", split) != split:
                 continue
             by_source.setdefault(u.source, []).append(Clip(u.audio, u.text))
-    clips: list[Clip] = []
-    queues = [sorted(v, key=lambda c: c.audio) for v in by_source.values()]
-    while len(clips) < max_clips and any(queues):
+    return {k: sorted(v, key=lambda c: c.audio) for k, v in by_source.items()}
+
+
+def _interleave(queues: list[list], max_clips: int) -> list:
+    """Up to `max_clips` items taken round-robin from the queues, so no source dominates."""
+    queues = [list(q) for q in queues]
+    out: list = []
+    while len(out) < max_clips and any(queues):
         for q in queues:
-            if q and len(clips) < max_clips:
-                clips.append(q.pop(0))
-    return clips
+            if q and len(out) < max_clips:
+                out.append(q.pop(0))
+    return out
 
 
 def run_asr(args: argparse.Namespace) -> int:
@@ -190,14 +196,16 @@ def run_asr(args: argparse.Namespace) -> int:
     real = [Path(p) for p in args.real] if args.real else [root / m for m in ASR_REAL_MANIFESTS]
     test_sets = {}
     if args.synth or synth.is_file():
-        clips = _asr_clips([synth], args.split, args.max_clips, held_out_voices=True)
+        sources = _asr_clips_by_source([synth], args.split, held_out_voices=True)
+        clips = _interleave(list(sources.values()), args.max_clips)
         if clips:
             test_sets["synthetic, held-out voices"] = clips
     real = real if args.real else [p for p in real if p.is_file()]
     if real:
-        clips = _asr_clips(real, args.split, args.max_clips, held_out_voices=False)
-        if clips:
-            test_sets["real speech"] = clips
+        # one row per real source: the sets differ too much (read books vs single digits)
+        # for a pooled figure to say anything
+        for source, clips in _asr_clips_by_source(real, args.split, held_out_voices=False).items():
+            test_sets[f"real: {source}"] = clips[: args.max_clips]
     if not test_sets:
         raise VocalisError(
             f"no transcribed utterances of split '{args.split}' found; pass --synth or --real"
