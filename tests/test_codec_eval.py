@@ -10,10 +10,12 @@ import soundfile as sf
 import torch
 
 from codec.evaluate import (
+    BAND_EDGES_HZ,
     METRIC_TITLES,
     METRICS,
     Scorer,
     align,
+    band_distance,
     codec2_system,
     codec_systems,
     evaluate,
@@ -54,6 +56,19 @@ def test_mel_distance_and_alignment():
     early = x[40:]
     r, d, lag = align(x, early)
     assert lag == -40 and torch.equal(r[40:], d[40:])
+
+
+def test_band_distance_says_which_band_is_lost():
+    g = torch.Generator().manual_seed(1)
+    x = _speechlike() + 0.02 * torch.randn(16000, generator=g)  # energy in every band
+    assert band_distance(x, x) == [0.0] * (len(BAND_EDGES_HZ) - 1)
+    spec = torch.fft.rfft(x)
+    spec[torch.fft.rfftfreq(x.shape[0], 1 / 16000) >= 4000] = 0  # Opus 6 kbps's cut
+    lowpassed = torch.fft.irfft(spec, x.shape[0])
+    *below, above = band_distance(x, lowpassed)
+    assert max(below[:-1]) < 1.0 and above > 20.0  # the 2-4 kHz band holds the filter edge
+    half = band_distance(x, 0.5 * x)  # -6.02 dB everywhere
+    assert half == pytest.approx([20 * math.log10(2)] * len(half), abs=0.01)
 
 
 def test_scorer_on_a_copy_and_on_noise():

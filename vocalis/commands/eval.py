@@ -75,12 +75,7 @@ def _clips(args: argparse.Namespace) -> list[str]:
         for u in read_manifest(path):
             if u.split == args.split:
                 by_source.setdefault(u.source, []).append(u.audio)
-    clips: list[str] = []
-    queues = [sorted(v) for v in by_source.values()]
-    while len(clips) < args.max_clips and any(queues):
-        for q in queues:
-            if q and len(clips) < args.max_clips:
-                clips.append(q.pop(0))
+    clips = _interleave([sorted(v) for v in by_source.values()], args.max_clips)
     if not clips:
         raise VocalisError(f"no utterances of split '{args.split}' in {', '.join(map(str, paths))}")
     return clips
