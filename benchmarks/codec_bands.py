@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from codec.evaluate import (
         BAND_EDGES_HZ,
         METRIC_RATE,
+        Scorer,
         align,
         band_distance,
         codec_systems,
@@ -60,33 +61,28 @@ def main(argv: list[str] | None = None) -> int:
 
     bands: dict[str, list[list[float]]] = {codec.name: [], opus.name: []}
     quality: dict[str, list[tuple[float, float]]] = {}
-    from pesq import pesq
-    from pystoi import stoi
-
+    scorer = Scorer(use_visqol=False)
     for path in clips:
         wav16 = load_audio(path, METRIC_RATE)[0][0]
         wav = load_audio(path, model.sample_rate)[0]
-        decoded = {}
         for system in (codec, opus):
             if system.transcode is None:
                 print(f"{system.name}: {system.unavailable}", file=sys.stderr)
                 continue
             ref, est, _ = align(wav16, system.transcode(wav16, wav))
             bands[system.name].append(band_distance(ref, est))
-            decoded[system.name] = (ref, est)
-        ref, est = decoded[codec.name]
+            if system is codec:
+                reference, decoded = ref, est
         torch.manual_seed(0)
         variants = {
-            f"{codec.name}": est,
-            "Griffin-Lim on the codec's magnitudes": griffin_lim(magnitude(est)),
-            "Griffin-Lim on the original's magnitudes": griffin_lim(magnitude(ref)),
+            codec.name: decoded,
+            "Griffin-Lim on the codec's magnitudes": griffin_lim(magnitude(decoded)),
+            "Griffin-Lim on the original's magnitudes": griffin_lim(magnitude(reference)),
         }
         for name, out in variants.items():
-            n = min(len(ref), len(out))
-            r, o = ref[:n].double().numpy(), out[:n].double().numpy()
-            quality.setdefault(name, []).append(
-                (pesq(METRIC_RATE, r, o, "wb"), stoi(r, o, METRIC_RATE))
-            )
+            n = min(len(reference), len(out))
+            scores = scorer.score(reference[:n], out[:n])
+            quality.setdefault(name, []).append((scores["pesq_wb"], scores["stoi"]))
 
     edges = BAND_EDGES_HZ
     print(f"Log-spectral distance, dB, mean over {len(clips)} clips (speech frames):\n")

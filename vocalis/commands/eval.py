@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_MANIFESTS = ("imports/ljspeech.jsonl", "imports/librispeech.jsonl")  # under the data root
@@ -57,7 +58,6 @@ def _manifest_paths(given: list[str] | None, defaults: tuple[str, ...], missing:
 
 def _clips(args: argparse.Namespace) -> list[str]:
     from core.errors import VocalisError
-    from corpus.manifest import read_manifest
 
     if args.max_clips <= 0:
         raise VocalisError(f"--max-clips must be positive, got {args.max_clips}")
@@ -70,12 +70,8 @@ def _clips(args: argparse.Namespace) -> list[str]:
         "--manifest or --audio",
     )
     # Round-robin over sources so that every corpus is represented within --max-clips.
-    by_source: dict[str, list[str]] = {}
-    for path in paths:
-        for u in read_manifest(path):
-            if u.split == args.split:
-                by_source.setdefault(u.source, []).append(u.audio)
-    clips = _interleave([sorted(v) for v in by_source.values()], args.max_clips)
+    by_source = _by_source(paths, lambda u: u.split == args.split)
+    clips = _interleave([[u.audio for u in us] for us in by_source.values()], args.max_clips)
     if not clips:
         raise VocalisError(f"no utterances of split '{args.split}' in {', '.join(map(str, paths))}")
     return clips
@@ -147,20 +143,30 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
     asr.set_defaults(handler=run_asr)
 
 
+def _by_source(paths: list[Path], keep: Callable) -> dict[str, list]:
+    """The utterances of the manifests that `keep` accepts, per corpus source, each
+    source's sorted by audio path."""
+    from corpus.manifest import read_manifest
+
+    by_source: dict[str, list] = {}
+    for path in paths:
+        for u in read_manifest(path):
+            if keep(u):
+                by_source.setdefault(u.source, []).append(u)
+    return {k: sorted(v, key=lambda u: u.audio) for k, v in by_source.items()}
+
+
 def _asr_clips_by_source(paths: list[Path], split: str, held_out_voices: bool) -> dict:
     """Transcribed clips of `split` per corpus source, each source's clips sorted by path."""
     from asr.evaluate import Clip
-    from corpus.manifest import read_manifest
 
-    by_source: dict[str, list[Clip]] = {}
-    for path in paths:
-        for u in read_manifest(path):
-            if u.split != split or not u.text:
-                continue
-            if held_out_voices and u.extra.get("speaker_split", split) != split:
-                continue
-            by_source.setdefault(u.source, []).append(Clip(u.audio, u.text))
-    return {k: sorted(v, key=lambda c: c.audio) for k, v in by_source.items()}
+    def keep(u) -> bool:
+        if u.split != split or not u.text:
+            return False
+        return not held_out_voices or u.extra.get("speaker_split", split) == split
+
+    by_source = _by_source(paths, keep)
+    return {k: [Clip(u.audio, u.text) for u in us] for k, us in by_source.items()}
 
 
 def _interleave(queues: list[list], max_clips: int) -> list:
