@@ -343,8 +343,9 @@ class MelConfig:
 ASR_MEL = MelConfig()
 
 
-@functools.lru_cache(maxsize=32)
-def _mel_filters(config: MelConfig) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _mel_filters(config: MelConfig, device: torch.device) -> torch.Tensor:
+    """(M, F) filterbank, kept per device: a GPU step copies nothing from the host."""
     f_max = config.f_max if config.f_max is not None else config.sample_rate / 2
     fb = AF.melscale_fbanks(
         n_freqs=config.n_fft // 2 + 1,
@@ -355,12 +356,12 @@ def _mel_filters(config: MelConfig) -> torch.Tensor:
         norm="slaney",
         mel_scale="slaney",
     )  # (F, M)
-    return fb.T.contiguous()  # (M, F)
+    return fb.T.contiguous().to(device)  # (M, F)
 
 
-@functools.lru_cache(maxsize=32)
-def _window(n_fft: int) -> torch.Tensor:
-    return torch.hann_window(n_fft)
+@functools.lru_cache(maxsize=64)
+def _window(n_fft: int, device: torch.device) -> torch.Tensor:
+    return torch.hann_window(n_fft, device=device)
 
 
 def mel_spectrogram(wav: torch.Tensor, config: MelConfig = ASR_MEL) -> torch.Tensor:
@@ -371,12 +372,12 @@ def mel_spectrogram(wav: torch.Tensor, config: MelConfig = ASR_MEL) -> torch.Ten
     """
     shape = wav.shape
     x = wav.reshape(-1, shape[-1]).float()
-    window = _window(config.n_fft).to(x.device)
+    window = _window(config.n_fft, x.device)
     spec = torch.stft(
         x, config.n_fft, config.hop_length, window=window, center=True, return_complex=True
     )  # (N, F, frames + 1)
     power = spec[..., :-1].abs().pow(2)
-    mel = _mel_filters(config).to(x.device) @ power  # (N, M, frames)
+    mel = _mel_filters(config, x.device) @ power  # (N, M, frames)
     return mel.reshape(*shape[:-1], config.n_mels, mel.shape[-1])
 
 

@@ -273,6 +273,7 @@ def warmup_cosine(
     warmup_steps: int,
     total_steps: int,
     min_lr_ratio: float = 0.1,
+    time_progress: Callable[[], float] | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up, then cosine decay to ``min_lr_ratio * lr`` at ``total_steps``, then flat.
 
@@ -280,6 +281,10 @@ def warmup_cosine(
     step already trains at lr / warmup_steps; 1 at s = warmup_steps; (1 + min_lr_ratio) / 2
     halfway to ``total_steps``; ``min_lr_ratio`` from ``total_steps`` on. For plain AdamW only:
     :class:`ScheduleFreeAdamW` has its own warm-up and needs no schedule.
+
+    ``time_progress`` (a training time budget: elapsed / budget) makes the decay follow
+    whichever of the steps and the time is further along, so a run cut short by its time
+    budget still ends at the floor.
     """
     if warmup_steps < 0 or total_steps < warmup_steps:
         raise ValueError(
@@ -294,6 +299,10 @@ def warmup_cosine(
         if step >= total_steps:
             return min_lr_ratio
         progress = (step - warmup_steps) / (total_steps - warmup_steps)
+        if time_progress is not None:
+            progress = max(progress, time_progress())
+        if progress >= 1.0:
+            return min_lr_ratio
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -344,6 +344,21 @@ def test_vocalis_train_codec_tiny_config_runs_and_resumes(tmp_path, capsys):
     assert load_codec(out / "model").sample_rate == 24000
 
 
+def test_vocalis_train_minutes_bounds_the_run_by_time(tmp_path, capsys):
+    pytest.importorskip("codec.model")
+    manifest, out = _manifest(tmp_path), tmp_path / "run"
+    args = ["train", "codec", "--config", str(TINY_CONFIG), "--manifest", str(manifest)]
+    # A budget of a few microseconds: the run stops after its first step and exports it.
+    assert main([*args, "--out", str(out), "--steps", "50", "--minutes", "1e-7"]) == 0
+    text = capsys.readouterr().out
+    assert "time budget" in text and "done: step 1 " in text
+    assert (out / "model.safetensors").is_file()
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert saved["max_seconds"] == pytest.approx(6e-6)
+    assert main([*args, "--out", str(tmp_path / "x"), "--minutes", "0"]) == 2
+    assert "--minutes must be positive" in capsys.readouterr().err
+
+
 def test_vocalis_train_codec_init_starts_from_a_model(tmp_path, capsys):
     pytest.importorskip("codec.model")
     from codec.model import load_codec

@@ -340,6 +340,21 @@ def test_warmup_cosine_values() -> None:
         warmup_cosine(opt, warmup_steps=10, total_steps=5)
 
 
+def test_warmup_cosine_follows_a_time_budget_when_it_runs_ahead_of_the_steps() -> None:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    spent = [0.0]
+    factor = warmup_cosine(
+        opt, warmup_steps=10, total_steps=110, min_lr_ratio=0.1, time_progress=lambda: spent[0]
+    ).lr_lambdas[0]
+    assert factor(4) == pytest.approx(0.5)  # warm-up is counted in steps only
+    assert factor(60) == pytest.approx(0.55)  # no time spent: the step schedule
+    spent[0] = 0.5
+    assert factor(20) == pytest.approx(0.55)  # half the budget: halfway down the cosine
+    assert factor(100) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.9)))
+    spent[0] = 1.3
+    assert factor(20) == pytest.approx(0.1)  # past the budget: the floor
+
+
 def test_clip_gradients() -> None:
     a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(1))
     a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([12.0])  # total norm 13

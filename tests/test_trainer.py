@@ -118,6 +118,22 @@ def test_a_stopped_run_exports_its_newest_checkpoint_and_a_finished_one_stays_fi
     assert all(torch.equal(exported[k], model[k]) for k in exported)
 
 
+def test_a_time_budget_stops_checkpoints_and_exports_and_decays_the_lr(tmp_path):
+    # A budget every step overruns: one step, then a checkpoint, the model and a log line.
+    result = Trainer(ToyTask(), _config(tmp_path, max_seconds=1e-9), toy_dataset()).fit()
+    assert result.step == 1 and result.model_path is not None and result.model_path.exists()
+    assert [p.name for p in (tmp_path / "checkpoints").glob("step_*")] == ["step_00000001"]
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1]
+    # Past warm-up, a budget that is spent puts the learning rate at the cosine's floor.
+    config = _config(tmp_path / "b", max_seconds=1e-9, warmup_steps=0, min_lr_ratio=0.1)
+    result = Trainer(ToyTask(), config, toy_dataset()).fit()
+    assert result.metrics["model/lr"] == pytest.approx(0.1 * config.lr)
+    # A resumed run counts the time it trained before: a spent budget trains no further.
+    again = Trainer(ToyTask(), config, toy_dataset()).fit()
+    assert again.step == 1
+
+
 def test_samplers_of_two_processes_split_the_doubled_batch():
     one = RandomBatchSampler(100, 8, seed=3)
     two = [RandomBatchSampler(100, 4, seed=3, rank=r, world_size=2) for r in range(2)]
@@ -179,6 +195,7 @@ def test_torchrun_two_processes_equal_one_process_with_doubled_batch(tmp_path):
         dict(precision="fp8"),
         dict(grad_accum=0),
         dict(ema_decay=1.0),
+        dict(max_seconds=-1.0),
     ],
 )
 def test_config_rejects_bad_values(tmp_path, bad):

@@ -55,6 +55,7 @@ OPTIMIZERS = ("adamw", "schedulefree")
 class TrainConfig:
     out_dir: str
     max_steps: int
+    max_seconds: float = 0.0  # > 0: also stop after this much training time (a lease, a session)
     batch_size: int = 8  # per process and micro-batch; effective = batch x accum x processes
     grad_accum: int = 1
     optimizer: str = "adamw"  # one of OPTIMIZERS
@@ -92,6 +93,7 @@ class TrainConfig:
                 0 <= self.warmup_steps <= self.max_steps,
                 f"warmup_steps must be in [0, max_steps={self.max_steps}], got {self.warmup_steps}",
             ),
+            (self.max_seconds >= 0, f"max_seconds must be >= 0, got {self.max_seconds}"),
             (self.checkpoint_every > 0, "checkpoint_every must be positive"),
             (self.log_every > 0, "log_every must be positive"),
             (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
@@ -150,6 +152,9 @@ class Trainer:
     ):
         self.task, self.config, self.dataset, self.collate_fn = task, config, dataset, collate_fn
         self.device = _pick_device(config.device)
+        if self.device.type == "cuda":  # fixed-shape convolutions pick their fastest kernels;
+            torch.backends.cudnn.benchmark = True  # fp32 matrix products may use TF32
+            torch.backends.cuda.matmul.allow_tf32 = True
         self.dist: DistInfo = init_distributed(self.device.type)
         if sampler_factory is None:
 
@@ -165,12 +170,14 @@ class Trainer:
             raise ValueError("the task has no trainable parts")
         self.modules = {name: self._wrap(m) for name, m in self.raw.items()}
         self.optimizers = {name: self._make_optimizer(m) for name, m in self.raw.items()}
+        self._elapsed = 0.0  # budget clock at the current step (see _budget_clock)
         self.schedulers = {
             name: warmup_cosine(
                 opt,
                 warmup_steps=config.warmup_steps,
                 total_steps=config.max_steps,
                 min_lr_ratio=config.min_lr_ratio,
+                time_progress=self._time_progress if config.max_seconds > 0 else None,
             )
             for name, opt in self.optimizers.items()
             if not isinstance(opt, ScheduleFreeAdamW)
@@ -203,10 +210,13 @@ class Trainer:
         )
         window, last_record = _Window(), {}
         micro: list[Any] = []
-        for batch in self._batches() if self.step < cfg.max_steps else ():
+        # A resumed run whose time budget is spent trains no further (a new one trains a step).
+        spent = self.step > 0 and cfg.max_seconds > 0 and self._budget_clock() >= cfg.max_seconds
+        for batch in self._batches() if self.step < cfg.max_steps and not spent else ():
             micro.append(batch)
             if len(micro) < cfg.grad_accum:
                 continue
+            self._elapsed = self._budget_clock()
             window.add(self._optimizer_step(micro))
             micro = []
             self.step += 1
@@ -217,9 +227,14 @@ class Trainer:
                     loss=f"{record['loss']:.4f}", items_s=f"{record['items_per_s']:.1f}"
                 )
                 window = _Window()
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+            out_of_time = cfg.max_seconds > 0 and self._budget_clock() >= cfg.max_seconds
+            if out_of_time and self.step % cfg.log_every != 0:
+                last_record = self._log(window)
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps or out_of_time:
                 self.save_checkpoint()
-            if self.step >= cfg.max_steps:
+            if self.step >= cfg.max_steps or out_of_time:
+                if out_of_time and self.dist.is_main:
+                    print(f"time budget of {cfg.max_seconds:g} s reached at step {self.step}")
                 break
         bar.close()
         model_path = self._export() if self.dist.is_main else None
@@ -360,6 +375,23 @@ class Trainer:
             ckpt.set_rng_state(rng)
         if self.dist.is_main:
             _truncate_log(self.out_dir / "log.jsonl", self.step)
+
+    def _time_progress(self) -> float:
+        """Fraction of the time budget spent at this step (the LR schedule follows it when
+        it leads)."""
+        return self._elapsed / self.config.max_seconds
+
+    def _budget_clock(self) -> float:
+        """Training seconds so far, the same on every process (the slowest one's), so all
+        ranks use one learning rate and stop at the same step."""
+        if self.config.max_seconds <= 0:
+            return 0.0
+        seconds = self.wall_time()
+        if self.dist.enabled:
+            t = torch.tensor([seconds], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            seconds = float(t)
+        return seconds
 
     def wall_time(self) -> float:
         """Seconds this run has trained, over all sessions that resumed it."""

@@ -59,6 +59,13 @@ def _add_run_arguments(p: argparse.ArgumentParser, init_help: str) -> None:
     p.add_argument("--out", default=None, help="output folder (overrides train.out_dir)")
     p.add_argument("--steps", type=int, default=None, help="overrides train.max_steps")
     p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="training time budget (overrides train.max_seconds): stop, checkpoint and export "
+        "once the run has trained this long; the learning rate decays over the budget",
+    )
+    p.add_argument(
         "--no-resume", action="store_true", help="start afresh even if checkpoints exist"
     )
     p.add_argument(
@@ -164,6 +171,10 @@ def _load_run_config(args: argparse.Namespace, sections: tuple[str, ...]):
         if args.steps <= 0:
             raise VocalisError(f"--steps must be positive, got {args.steps}")
         train_values["max_steps"] = args.steps
+    if args.minutes is not None:
+        if args.minutes <= 0:
+            raise VocalisError(f"--minutes must be positive, got {args.minutes:g}")
+        train_values["max_seconds"] = args.minutes * 60.0
     return config, name, build(TrainConfig, train_values, f"{name}: train")
 
 

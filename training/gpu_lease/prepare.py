@@ -1,0 +1,108 @@
+"""Build the data a lent GPU needs into .lease/ (ignored by git): at most ~64 MB travel.
+
+    python training/gpu_lease/prepare.py --pack synth=PACK_DIR --pack ljspeech=PACK_DIR
+
+- `data.tar.xz`: the VALL-E token packs (`vocalis data pack`; NAME=DIR unpacks as
+  packs/NAME) and a small codec training set
+  (excerpts of training-split LibriSpeech, LJ Speech and synthetic speakers, FLAC at their own
+  rate, with a manifest), to unpack into $VOCALIS_DATA on the device;
+- `phonemes.json`: the pack's transcripts in IPA, so the device (no espeak-ng) never
+  phonemizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import soundfile as sf
+
+from corpus.manifest import read_manifest
+from corpus.token_pack import read_token_pack
+from training.valle_data import load_phonemes, phonemize_transcripts
+from vocalis.commands.data import default_data_root
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def excerpt(src: Path, dst: Path, seconds: float, rng: random.Random) -> float:
+    info = sf.info(str(src))
+    n = int(seconds * info.samplerate)
+    start = rng.randrange(0, max(1, info.frames - n))
+    wav, rate = sf.read(str(src), start=start, frames=n, dtype="int16")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(dst), wav, rate, format="FLAC")
+    return len(wav) / rate
+
+
+def codec_set(out: Path, budget_mb: float, seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    data = default_data_root()
+    rows, seconds = [], 0.0
+    plan = [  # (manifest, seconds per excerpt, utterances per speaker, share of the budget)
+        ("imports/librispeech.jsonl", 3.0, 1, 0.55),
+        ("synth/manifest.jsonl", 3.0, 1, 0.15),
+        ("imports/ljspeech.jsonl", 4.0, 40, 0.30),
+    ]
+    for manifest, length, per_speaker, share in plan:
+        taken: dict[str, int] = {}
+        used = 0
+        utts = [u for u in read_manifest(data / manifest) if u.split == "train"]
+        rng.shuffle(utts)
+        for u in utts:
+            if taken.get(u.speaker, 0) >= per_speaker:
+                continue
+            taken[u.speaker] = taken.get(u.speaker, 0) + 1
+            name = f"codec_set/{u.id}.flac"
+            got = excerpt(Path(u.audio), out / name, length, rng)
+            seconds += got
+            rows.append(
+                {
+                    "id": u.id,
+                    "audio": name,
+                    "duration": got,
+                    "sample_rate": u.sample_rate,
+                    "speaker": u.speaker,
+                    "source": u.source,
+                    "split": "train",
+                }
+            )
+            used += (out / name).stat().st_size
+            if used > share * budget_mb * 1e6:
+                break
+    with open(out / "codec_set.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return {"utterances": len(rows), "minutes": seconds / 60}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--pack", action="append", required=True, help="NAME=DIR: a token pack (vocalis data pack)"
+    )
+    p.add_argument("--codec-mb", type=float, default=18.0, help="FLAC budget of the codec set")
+    args = p.parse_args()
+    lease = ROOT / ".lease"
+    stage = lease / "data"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    texts = []
+    for entry in args.pack:
+        name, _, folder = entry.partition("=")
+        shutil.copytree(folder, stage / "packs" / name)
+        texts += [u.text for u in read_token_pack(folder).utterances if u.text]
+    print("codec set:", codec_set(stage, args.codec_mb))
+    load_phonemes(texts, lease / "phonemes.json", phonemize_transcripts)
+    subprocess.run(["tar", "-cJf", str(lease / "data.tar.xz"), "-C", str(stage), "."], check=True)
+    shutil.rmtree(stage)
+    for f in sorted(lease.iterdir()):
+        print(f"{f.name}: {f.stat().st_size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One GPU lease: VALL-E and the codec's adversarial fine-tuning side by side on one GPU,
+# each bounded by MINUTES of training, then everything worth keeping packed into $OUT
+# (split in 15 MB parts: the device tool brings back at most 8 files of 16 MiB).
+# Needs .lease/ from training/gpu_lease/prepare.py and the wheels in .whl/ (README of the
+# device tool). Usage on the device: bash training/gpu_lease/run.sh [MINUTES]
+set -u
+MIN=${1:-7}
+OUT=${OUT:-/tmp/lease_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+python3 -c "import soundfile" 2>/dev/null ||  # the device image has no soundfile: carried wheels
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl ||
+  exit 2
+export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+export VOCALIS_DATA=/tmp/vdata RUNS=/tmp/lease_runs
+mkdir -p "$VOCALIS_DATA" "$RUNS/valle" "$RUNS/codec"
+tar -xJf .lease/data.tar.xz -C "$VOCALIS_DATA" || exit 2
+cp .lease/phonemes.json "$RUNS/valle/"
+nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+
+python3 -m vocalis train valle --config "${VALLE_CONFIG:-training/configs/valle_lease.json}" \
+  --out "$RUNS/valle" --minutes "$MIN" >"$OUT/valle.log" 2>&1 &
+V=$!
+python3 -m vocalis train codec --config "${CODEC_CONFIG:-training/configs/codec_gan_lease.json}" \
+  --init models/codec/codec.safetensors --out "$RUNS/codec" --minutes "$MIN" >"$OUT/codec.log" 2>&1 &
+C=$!
+# Fail fast: if VALL-E (the main job) dies in its first two minutes, stop the lease so it
+# can be rerun; a failed codec job only shows in its log.
+for _ in $(seq 24); do
+  sleep 5
+  if ! kill -0 $V 2>/dev/null; then
+    echo "valle ended early"; tail -n 30 "$OUT/valle.log" "$OUT/codec.log"; kill $C 2>/dev/null
+    exit 3
+  fi
+done
+while kill -0 $V 2>/dev/null || kill -0 $C 2>/dev/null; do
+  sleep 15
+  echo "$(date +%T) gpu $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)"
+  for r in valle codec; do
+    [ -f "$RUNS/$r/log.jsonl" ] && echo "  $r $(tail -n 1 "$RUNS/$r/log.jsonl" | cut -c 1-160)"
+  done
+done
+wait $V; echo "valle exit $?"
+wait $C; echo "codec exit $?"
+tail -n 3 "$OUT/valle.log" "$OUT/codec.log"
+python3 training/gpu_lease/collect.py "$RUNS/valle" "$RUNS/codec" /tmp/collect
+(cd /tmp/collect && ls -l && tar -cf - . | split -b 15M - "$OUT/result.tar.part-")
+ls -l "$OUT"
