@@ -98,3 +98,8 @@ def test_check_runs_end_to_end(tmp_path, capsys):
     assert (tmp_path / "roundtrip.flac").exists() and (
         tmp_path / "train" / "model.safetensors"
     ).exists()
+    from tts.valle import SHIPPED_CHECKPOINT
+
+    if SHIPPED_CHECKPOINT.is_file():  # the TTS spoke a sentence of plausible length
+        wav, rate = load_audio(tmp_path / "say.wav")
+        assert 0.5 <= wav.shape[-1] / rate <= 20.0 and "ok   tts" in out

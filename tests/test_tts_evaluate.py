@@ -252,8 +252,14 @@ def test_cosine():
 def test_eval_tts_cli_with_fakes(tones, tmp_path, monkeypatch, capsys):
     root, items, texts_by_freq = tones
 
+    reference, calls = _reference_tts(items), []
+
+    def recorded(text, prompt_audio, prompt_text, **kwargs):
+        calls.append(kwargs)
+        return reference(text, prompt_audio, prompt_text)
+
     class Synthesizer:
-        synthesize_file = staticmethod(_reference_tts(items))
+        synthesize_file = staticmethod(recorded)
 
     loaded = []
     fake_module = types.ModuleType("tts.synthesize")
@@ -267,10 +273,14 @@ def test_eval_tts_cli_with_fakes(tones, tmp_path, monkeypatch, capsys):
     argv += ["--speakers", "1", "--per-speaker", "1", "--prompt-seconds", "0.5", "2"]
     argv += ["--out", str(out), "--threads", "1"]
     try:
-        assert main(argv) == 0
+        assert main([*argv, "--temperature", "0.5", "--top-k", "7"]) == 0
     finally:
         torch.set_num_threads(threads)
     assert loaded == ["ckpt"]
+    # The sampling options and a fixed seed reach every synthesis (reproducible scores).
+    assert [(c["options"].temperature, c["options"].top_k, c["seed"]) for c in calls] == [
+        (0.5, 7, 0)
+    ] * 2
     printed = capsys.readouterr().out
     assert printed == (out / "report.md").read_text() and "| seen voices | 1 |" in printed
     assert json.loads((out / "report.json").read_text())["targets_met"] is True
@@ -285,6 +295,8 @@ def test_eval_tts_cli_with_fakes(tones, tmp_path, monkeypatch, capsys):
     assert len(list((out / "audio").glob("*.wav"))) == 2
     assert main(["eval", "tts", "--manifest", str(root / "manifest.jsonl"), "--speakers", "0"])
     assert "--speakers" in capsys.readouterr().err
+    assert main([*argv, "--top-p", "0"]) == 2
+    assert "top_p must be in (0, 1]" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------

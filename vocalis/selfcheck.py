@@ -8,7 +8,9 @@
 5. with the shipped codec (models/codec/): the clip through a 6 kbps `.vcd` file and back,
    its size, mel distance to the original and speed;
 6. with the shipped recogniser (models/asr/): the shipped example voice (a held-out LJ
-   Speech clip) transcribed, its word error rate and speed.
+   Speech clip) transcribed, its word error rate and speed;
+7. with the shipped TTS (models/tts/): a sentence spoken in the example voice (say.wav),
+   its length and real-time factor.
 """
 
 from __future__ import annotations
@@ -168,6 +170,7 @@ def run_check(clip: Path | None, out_dir: Path, steps: int = 60) -> bool:
 
     rows += _codec_rows(wav, rate, source, out_dir)
     rows += _asr_rows()
+    rows += _tts_rows(out_dir)
 
     width = max(len(r[0]) for r in rows)
     for name, detail, ok in rows:
@@ -205,6 +208,28 @@ def _codec_rows(wav: torch.Tensor, rate: int, source: str, out_dir: Path):
         f"-> clip_6kbps.wav, mel distance {distance:.2f}, {duration / seconds:.0f}x real time"
     )
     return [("codec", detail, ok)]
+
+
+CHECK_SENTENCE = "The birch canoe slid on the smooth planks."
+
+
+def _tts_rows(out_dir: Path):
+    """Speak a sentence in the shipped example voice with the shipped VALL-E and codec."""
+    from tts.synthesize import Synthesizer
+    from tts.valle import SHIPPED_CHECKPOINT
+
+    if not SHIPPED_CHECKPOINT.is_file():
+        return [("tts", f"skipped: no shipped TTS at {SHIPPED_CHECKPOINT}", True)]
+    synth = Synthesizer.load()
+    prompt = synth.prompt_from_file(EXAMPLE_VOICE, EXAMPLE_VOICE.with_suffix(".txt").read_text())
+    speech = synth.synthesize(CHECK_SENTENCE, prompt, seed=0)
+    save_audio(out_dir / "say.wav", speech.wav.unsqueeze(0), speech.sample_rate)
+    ok = 0.5 <= speech.seconds <= 20.0 and bool(torch.isfinite(speech.wav).all())
+    detail = (
+        f'"{CHECK_SENTENCE}" in the voice of {EXAMPLE_VOICE.name} -> say.wav, '
+        f"{speech.seconds:.1f} s, real-time factor {speech.rtf:.2f}"
+    )
+    return [("tts", detail, ok)]
 
 
 def _asr_rows():

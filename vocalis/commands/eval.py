@@ -5,9 +5,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from vocalis.commands.say import add_sampling_arguments, sampling_options
 
 DEFAULT_MANIFESTS = ("imports/ljspeech.jsonl", "imports/librispeech.jsonl")  # under the data root
 
@@ -265,6 +268,7 @@ def _register_tts(sub: argparse._SubParsersAction) -> None:
         "--out", default=None, help="folder for report.json, report.md and the synthesised audio"
     )
     tts.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    add_sampling_arguments(tts)
     tts.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     tts.set_defaults(handler=run_tts)
 
@@ -323,6 +327,7 @@ def run_tts(args: argparse.Namespace) -> int:
         raise VocalisError("--speakers, --per-speaker and --threads must be positive")
     if not 0 <= args.prompt_seconds[0] <= args.prompt_seconds[1]:
         raise VocalisError(f"--prompt-seconds needs 0 <= MIN <= MAX, got {args.prompt_seconds}")
+    options = sampling_options(args)
     torch.set_num_threads(args.threads)
     items = _tts_items(args)
     from tts.synthesize import load_synthesizer
@@ -333,6 +338,10 @@ def run_tts(args: argparse.Namespace) -> int:
     if encoder is None:
         notes.append("resemblyzer is not installed: speaker similarity is skipped")
     notes.append(f"torch CPU threads: {args.threads}")
+    notes.append(
+        f"sampling: temperature {options.temperature:g}, top-k {options.top_k}, "
+        f"top-p {options.top_p:g}, seed {args.seed}"
+    )
     for note in notes:
         print(note, file=sys.stderr)
     out = Path(args.out) if args.out else None
@@ -344,7 +353,7 @@ def run_tts(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix=".vocalis-eval-tts-", dir=out) as tmp:
         report = evaluate_tts(
             items,
-            synthesizer.synthesize_file,
+            functools.partial(synthesizer.synthesize_file, options=options, seed=args.seed),
             asr_systems=systems,
             speaker_encoder=encoder,
             work_dir=tmp,

@@ -30,9 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="TTS checkpoint (default: the shipped one)")
     p.add_argument("--codec", default=None, help="codec checkpoint (default: the shipped one)")
     p.add_argument("--asr", default=None, help="ASR checkpoint for the prompt's transcript")
-    p.add_argument("--temperature", type=float, default=0.9, help="0 = greedy (default 0.9)")
-    p.add_argument("--top-k", type=int, default=50, help="0 = off (default 50)")
-    p.add_argument("--top-p", type=float, default=1.0, help="1 = off (default 1)")
+    add_sampling_arguments(p)
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     p.add_argument("--batch-size", type=int, default=4, help="sentences per batch (default 4)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -63,17 +61,13 @@ def run_say(args: argparse.Namespace) -> int:
 
     from core.audio import save_audio
     from core.errors import VocalisError
-    from tts.generate import SamplingOptions
     from tts.synthesize import Synthesizer
 
     if args.batch_size < 1:
         raise VocalisError(f"--batch-size must be at least 1, got {args.batch_size}")
     if Path(args.output).suffix.lower() not in (".wav", ".flac"):
         raise VocalisError(f"-o {args.output}: the output must be a .wav or .flac file")
-    try:
-        options = SamplingOptions(args.temperature, args.top_k, args.top_p)
-    except ValueError as e:
-        raise VocalisError(str(e)) from None
+    options = sampling_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     text = _read_text(args)
@@ -98,3 +92,21 @@ def run_say(args: argparse.Namespace) -> int:
         f"computed in {speech.compute_seconds:.2f} s, real-time factor {speech.rtf:.2f}{given}"
     )
     return 0
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    """The AR sampling options, shared by `vocalis say` and `vocalis eval tts`."""
+    p.add_argument("--temperature", type=float, default=0.9, help="0 = greedy (default 0.9)")
+    p.add_argument("--top-k", type=int, default=50, help="0 = off (default 50)")
+    p.add_argument("--top-p", type=float, default=1.0, help="1 = off (default 1)")
+
+
+def sampling_options(args: argparse.Namespace):
+    """`tts.generate.SamplingOptions` from those arguments; a bad value is a one-line error."""
+    from core.errors import VocalisError
+    from tts.generate import SamplingOptions
+
+    try:
+        return SamplingOptions(args.temperature, args.top_k, args.top_p)
+    except ValueError as e:
+        raise VocalisError(str(e)) from None
