@@ -4,6 +4,8 @@
 # (split in 15 MB parts: the device tool brings back at most 8 files of 16 MiB).
 # Needs .lease/ from training/gpu_lease/prepare.py and the wheels in .whl/ (README of the
 # device tool). Usage on the device: bash training/gpu_lease/run.sh [MINUTES]
+# Environment: JOBS ("valle codec", or one of them), VALLE_CONFIG, CODEC_CONFIG, VALLE_INIT
+# (continue from a VALL-E checkpoint, e.g. models/tts/valle.safetensors), CODEC_INIT.
 set -u
 MIN=${1:-7}
 OUT=${OUT:-/tmp/lease_out}
@@ -20,31 +22,43 @@ cp .lease/phonemes.json "$RUNS/valle/"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 
-python3 -m vocalis train valle --config "${VALLE_CONFIG:-training/configs/valle_lease.json}" \
-  --out "$RUNS/valle" --minutes "$MIN" >"$OUT/valle.log" 2>&1 &
-V=$!
-python3 -m vocalis train codec --config "${CODEC_CONFIG:-training/configs/codec_gan_lease.json}" \
-  --init models/codec/codec.safetensors --out "$RUNS/codec" --minutes "$MIN" >"$OUT/codec.log" 2>&1 &
-C=$!
-# Fail fast: if VALL-E (the main job) dies in its first two minutes, stop the lease so it
-# can be rerun; a failed codec job only shows in its log.
+JOBS=${JOBS:-valle codec}  # either or both
+V= C=
+if [[ " $JOBS " == *" valle "* ]]; then
+  python3 -m vocalis train valle --config "${VALLE_CONFIG:-training/configs/valle_lease.json}" \
+    --out "$RUNS/valle" --minutes "$MIN" ${VALLE_INIT:+--init "$VALLE_INIT"} >"$OUT/valle.log" 2>&1 &
+  V=$!
+fi
+if [[ " $JOBS " == *" codec "* ]]; then
+  python3 -m vocalis train codec --config "${CODEC_CONFIG:-training/configs/codec_gan_lease.json}" \
+    --init "${CODEC_INIT:-models/codec/codec.safetensors}" --out "$RUNS/codec" --minutes "$MIN" \
+    >"$OUT/codec.log" 2>&1 &
+  C=$!
+fi
+# Fail fast: a job that fails in its first two minutes stops the lease, so it can be rerun.
+pending="$V $C"
 for _ in $(seq 24); do
   sleep 5
-  if ! kill -0 $V 2>/dev/null; then
-    echo "valle ended early"; tail -n 30 "$OUT/valle.log" "$OUT/codec.log"; kill $C 2>/dev/null
-    exit 3
-  fi
+  still=""
+  for p in $pending; do
+    if kill -0 "$p" 2>/dev/null; then
+      still="$still $p"
+    elif ! wait "$p"; then
+      echo "a job failed early"; tail -n 30 "$OUT"/*.log; kill $V $C 2>/dev/null; exit 3
+    fi
+  done
+  pending=$still
+  [ -z "${pending// /}" ] && break
 done
-while kill -0 $V 2>/dev/null || kill -0 $C 2>/dev/null; do
+while { [ -n "$V" ] && kill -0 "$V" 2>/dev/null; } || { [ -n "$C" ] && kill -0 "$C" 2>/dev/null; }; do
   sleep 15
   echo "$(date +%T) gpu $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)"
   for r in valle codec; do
     [ -f "$RUNS/$r/log.jsonl" ] && echo "  $r $(tail -n 1 "$RUNS/$r/log.jsonl" | cut -c 1-160)"
   done
 done
-wait $V; echo "valle exit $?"
-wait $C; echo "codec exit $?"
-tail -n 3 "$OUT/valle.log" "$OUT/codec.log"
+wait
+tail -n 3 "$OUT"/*.log
 python3 training/gpu_lease/collect.py "$RUNS/valle" "$RUNS/codec" /tmp/collect
 (cd /tmp/collect && ls -l && tar -cf - . | split -b 15M - "$OUT/result.tar.part-")
 ls -l "$OUT"
