@@ -136,7 +136,11 @@ def _check_config(out_dir: Path, config: SynthConfig) -> None:
     path = out_dir / "config.json"
     wanted = json.loads(json.dumps(config_json(config)))
     if path.is_file():
-        if json.loads(path.read_text()) != wanted:
+        found = json.loads(path.read_text())
+        # A corpus written before a setting existed was built with that setting's default.
+        defaults = json.loads(json.dumps(config_json(SynthConfig())))
+        found = {**{k: v for k, v in defaults.items() if k not in found}, **found}
+        if found != wanted:
             raise VocalisError(
                 f"'{out_dir}' holds a corpus built with other settings; "
                 "use another output folder or delete it"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from corpus.phonemes import find_cmudict, load_lexicon, select_for_coverage
 from corpus.sentences import generate_sentences
+from corpus.text_sources import compose_utterances, source_fragments
 from corpus.voices import SPEAKERS, RenderSettings, Speaker
 
 DEFAULT_VALID_SPEAKERS = ("synth/espeak-en-gb-x-gbclan+f1",)
@@ -38,6 +39,8 @@ class SynthConfig:
     pitch_jitter: float = 0.08
     varispeed_jitter: float = 0.02  # +-2 % tape-speed change (pitch and formants)
     lufs: float = -23.0
+    text: str = "generated"  # `corpus.sentences`, "wordnet" or a text file (corpus.text_sources)
+    id_prefix: str = ""  # keeps ids unique when corpora of other text are used together
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,14 @@ def speaker_split(config: SynthConfig, speaker_id: str) -> str:
     return "train"
 
 
-def choose_sentences(n: int, seed: int) -> list[str]:
-    """`n` generated sentences, ordered for phoneme coverage when a lexicon is installed."""
+def choose_sentences(n: int, seed: int, text: str = "generated") -> list[str]:
+    """`n` sentences of the text source.
+
+    Generated ones are ordered for phoneme coverage when a lexicon is installed; natural
+    text (`corpus.text_sources`) comes in the shuffled order of its seed.
+    """
+    if text != "generated":
+        return compose_utterances(source_fragments(text), n, seed)
     pool = generate_sentences(max(3 * n, 200), seed)
     if find_cmudict() is None:
         return pool[:n]
@@ -93,7 +102,7 @@ def _item(
     )
     slug = speaker.id.split("/", 1)[1]
     return SynthItem(
-        id=f"{slug}_{index:06d}",
+        id=f"{slug}_{config.id_prefix}{index:06d}",
         speaker=speaker,
         text=text,
         split=split,
@@ -114,7 +123,7 @@ def plan_corpus(config: SynthConfig, sentences: Sequence[str] | None = None) -> 
     per_held_out = min(config.held_out_per_speaker, config.utterances // len(speakers))
     n_sentences = max(1, config.utterances - per_held_out * len(held_out))
     if sentences is None:
-        sentences = choose_sentences(n_sentences, config.seed)
+        sentences = choose_sentences(n_sentences, config.seed, config.text)
     sentences = list(sentences)[:n_sentences]
     rng = random.Random(config.seed * 7919 + 1)
     splits = _split_sentences(len(sentences), config, rng)

@@ -86,3 +86,14 @@ def test_shared_data_imports(tmp_path):
     for u in fsdd:
         by_speaker.setdefault(u.speaker, set()).add(u.split)
     assert len(by_speaker) == 6 and all(len(s) == 1 for s in by_speaker.values())
+
+
+def test_pack_subset_by_hours_is_seeded_bounded_and_ordered():
+    from vocalis.commands.data import subset_by_hours
+
+    durations = [float(1 + i % 7) for i in range(200)]
+    keep = subset_by_hours(durations, 0.1)  # 360 s of the 800 s
+    assert keep == sorted(keep) == subset_by_hours(durations, 0.1)
+    assert 350 <= sum(durations[i] for i in keep) <= 360
+    assert keep != subset_by_hours(durations, 0.1, seed=1)
+    assert subset_by_hours(durations, 1.0) == list(range(200))

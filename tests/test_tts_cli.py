@@ -225,6 +225,11 @@ def test_train_valle_from_a_token_pack_without_the_audio(trained, tmp_path, caps
     pack = tmp_path / "pack"
     assert main(["data", "pack", str(manifest), "--codec", str(codec_path), "-o", str(pack)]) == 0
     assert "8 transcribed utterances" in capsys.readouterr().out
+    small = ["data", "pack", str(manifest), "--codec", str(codec_path), "--max-hours", "0.0013"]
+    assert main([*small, "-o", str(tmp_path / "small")]) == 0  # 4.68 s: four 1 s clips
+    assert "4 transcribed utterances (0.00 h)" in capsys.readouterr().out
+    assert main([*small[:-1], "0", "-o", str(tmp_path / "none")]) == 2
+    assert "--max-hours must be positive" in capsys.readouterr().err
     shutil.rmtree(audio)  # the pack alone must do
     config = json.loads((root / "valle.json").read_text())
     config["train"]["max_steps"] = 1

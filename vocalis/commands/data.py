@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 from pathlib import Path
 
 LAYOUTS = ("ljspeech", "librispeech", "libritts", "vctk", "folder", "digits")
@@ -73,6 +74,12 @@ def _register_synth(sub: argparse._SubParsersAction) -> None:
         "--engines", default="espeak,flite,festival", help="comma-separated engines to use"
     )
     p.add_argument("--held-out-per-speaker", type=int, default=300, help="utts per held-out voice")
+    p.add_argument(
+        "--text",
+        default="generated",
+        help="what the voices read: 'generated' (template sentences), 'wordnet' (WordNet's "
+        "glosses and examples, natural English) or a UTF-8 text file, one sentence per line",
+    )
     p.add_argument("--list-speakers", action="store_true", help="print the speakers and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_synth)
@@ -132,6 +139,12 @@ def _register_pack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("manifests", nargs="+", help="manifests to read")
     p.add_argument("-o", "--output", required=True, help="pack folder to write")
     p.add_argument("--codec", default=None, help="codec checkpoint (default: the shipped one)")
+    p.add_argument(
+        "--max-hours",
+        type=float,
+        default=None,
+        help="keep a seeded random subset of at most this much speech (a pack that must travel)",
+    )
     p.set_defaults(handler=run_pack)
 
 
@@ -181,6 +194,14 @@ def run_synth(args: argparse.Namespace) -> int:
         for s in speakers:
             print(f"{s.id:40s} {s.engine:9s} {s.gender:6s} {s.accent}")
         return 0
+    text, id_prefix, folder = args.text, "", "synth"
+    if text == "wordnet":
+        id_prefix, folder = "wn", "synth_wordnet"
+    elif text != "generated":
+        path = Path(text).expanduser().resolve()
+        if not path.is_file():
+            raise VocalisError(f"--text: no such file '{args.text}' (or use generated, wordnet)")
+        text, id_prefix, folder = str(path), "t", f"synth_{path.stem}"
     config = replace(
         SynthConfig(),
         utterances=args.utterances,
@@ -188,8 +209,10 @@ def run_synth(args: argparse.Namespace) -> int:
         sample_rate=args.sample_rate,
         speakers=speakers,
         held_out_per_speaker=args.held_out_per_speaker,
+        text=text,
+        id_prefix=id_prefix,
     )
-    output = Path(args.output) if args.output else default_data_root() / "synth"
+    output = Path(args.output) if args.output else default_data_root() / folder
     report = synthesize(output, config, workers=args.workers, progress=not args.no_progress)
     print(
         f"{report.utterances} utterances, {report.hours:.2f} h in {report.manifest} "
@@ -253,6 +276,22 @@ def run_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def subset_by_hours(durations: list[float], max_hours: float, seed: int = 0) -> list[int]:
+    """Indices (in order) of a seeded random subset whose total is at most `max_hours`."""
+    from core.errors import VocalisError
+
+    if max_hours <= 0:
+        raise VocalisError(f"--max-hours must be positive, got {max_hours:g}")
+    order = list(range(len(durations)))
+    random.Random(seed).shuffle(order)
+    keep, total = [], 0.0
+    for i in order:
+        if total + durations[i] <= max_hours * 3600:
+            keep.append(i)
+            total += durations[i]
+    return sorted(keep)
+
+
 def run_pack(args: argparse.Namespace) -> int:
     from codec.model import SHIPPED_CHECKPOINT
     from corpus.cache import CodecEncoder, encoded_manifest
@@ -269,6 +308,9 @@ def run_pack(args: argparse.Namespace) -> int:
                 continue
             utterances.append(u)
             codes.append(c)
+    if args.max_hours is not None:
+        keep = subset_by_hours([u.duration for u in utterances], args.max_hours)
+        utterances, codes = [utterances[i] for i in keep], [codes[i] for i in keep]
     folder = write_token_pack(
         args.output,
         utterances,
