@@ -208,17 +208,43 @@ class RotaryEmbedding(nn.Module):
         `max_position` (the largest entry of `positions`) may be given when known; it saves
         reading the positions back from the device to size the tables.
         """
+        cos, sin = self.angles(positions, x.dtype, max_position)
+        return self.rotate(x, cos, sin)
+
+    def angles(
+        self, positions: Tensor, dtype: torch.dtype, max_position: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """cos, sin `(T, Dh/2)` or `(B, 1, T, Dh/2)` for `positions`, in the compute dtype
+        (float32, or float64 for float64 input). A model whose layers share one rotary
+        embedding looks them up once per forward pass (`Transformer`), not in every layer.
+        """
+        compute = torch.promote_types(dtype, torch.float32)
         if max_position is None:
             max_position = int(positions.max()) if positions.numel() else 0
-        cos_table, sin_table = self._tables(max_position + 1, x.device)
-        compute = torch.promote_types(x.dtype, torch.float32)
+        cos_table, sin_table = self._tables(max_position + 1, positions.device)
         cos = cos_table[positions].to(compute)  # (T, Dh/2) or (B, T, Dh/2)
         sin = sin_table[positions].to(compute)
         if positions.dim() == 2:
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, Dh/2)
-        x1, x2 = x.to(compute).chunk(2, dim=-1)  # (B, H, T, Dh/2) each
+        return cos, sin
+
+    @staticmethod
+    def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """x `(B, H, T, Dh)` rotated by angles from `angles` (computed in their dtype)."""
+        x1, x2 = x.to(cos.dtype).chunk(2, dim=-1)  # (B, H, T, Dh/2) each
         rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
         return rotated.to(x.dtype)  # (B, H, T, Dh)
+
+
+def default_positions(
+    positions: Tensor | None, offset: int, x: Tensor
+) -> tuple[Tensor, int | None]:
+    """(positions, their maximum when known without a device read) for the T = x.shape[1]
+    new steps after `offset` cached ones: `positions` if given, else `offset + arange(T)`."""
+    if positions is not None:
+        return positions, None
+    t = x.shape[1]
+    return torch.arange(offset, offset + t, device=x.device), offset + t - 1  # (T,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +396,7 @@ class Attention(nn.Module):
         is_causal: bool = False,
         positions: Tensor | None = None,
         cache: KVCache | CrossKVCache | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """x `(B, T, D)` -> `(B, T, D)`.
 
@@ -380,6 +407,8 @@ class Attention(nn.Module):
             `cache.length + arange(T)` and see every earlier key.
         positions: rotary positions `(T,)` or `(B, T)`; default `cache.length + arange(T)`.
         cache: `KVCache` (self-attention) or `CrossKVCache` (cross-attention), advanced in place.
+        rope: the rotary (cos, sin) of these positions from `RotaryEmbedding.angles`, when the
+            caller has them already (then `positions` is not read).
         """
         if self.cross:
             if is_causal:
@@ -389,7 +418,7 @@ class Attention(nn.Module):
         else:
             if context is not None:
                 raise ValueError("context given to a self-attention layer (use cross=True)")
-            q, k, v, offset = self._project_self(x, positions, cache)
+            q, k, v, offset = self._project_self(x, positions, cache, rope)
 
         t_q, t_k = q.shape[2], k.shape[2]
         use_causal_flag = False
@@ -405,7 +434,11 @@ class Attention(nn.Module):
         return self.out(rearrange(out, "b h t d -> b t (h d)"))  # (B, T, D)
 
     def _project_self(
-        self, x: Tensor, positions: Tensor | None, cache: KVCache | CrossKVCache | None
+        self,
+        x: Tensor,
+        positions: Tensor | None,
+        cache: KVCache | CrossKVCache | None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, int]:
         if cache is not None and not isinstance(cache, KVCache):
             raise TypeError(f"self-attention takes a KVCache, got {type(cache).__name__}")
@@ -417,13 +450,10 @@ class Attention(nn.Module):
         v = rearrange(v, "b t (h d) -> b h t d", h=hkv)  # (B, Hkv, T, Dh)
         offset = 0 if cache is None else cache.length
         if self.rotary is not None:
-            t = x.shape[1]
-            max_position = None
-            if positions is None:
-                positions = torch.arange(offset, offset + t, device=x.device)  # (T,)
-                max_position = offset + t - 1
-            q = self.rotary(q, positions, max_position)
-            k = self.rotary(k, positions, max_position)
+            if rope is None:
+                pos, top = default_positions(positions, offset, x)
+                rope = self.rotary.angles(pos, q.dtype, top)
+            q, k = self.rotary.rotate(q, *rope), self.rotary.rotate(k, *rope)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, L, Dh) each
         return q, k, v, offset

@@ -19,7 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.attention import Attention, CrossKVCache, KVCache, RotaryEmbedding
+from core.attention import (
+    Attention,
+    CrossKVCache,
+    KVCache,
+    RotaryEmbedding,
+    default_positions,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Norms and feed-forward
@@ -205,6 +211,7 @@ class TransformerBlock(nn.Module):
         context_mask: Tensor | None = None,
         cond: Tensor | None = None,
         cache: LayerCache | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """x `(B, T, D)` -> `(B, T, D)`; arguments as in `Attention.forward`.
 
@@ -213,7 +220,9 @@ class TransformerBlock(nn.Module):
         """
         h = _apply_norm(self.attn_norm, x, cond)
         self_cache = None if cache is None else cache.self_kv
-        h = self.attn(h, mask=mask, is_causal=is_causal, positions=positions, cache=self_cache)
+        h = self.attn(
+            h, mask=mask, is_causal=is_causal, positions=positions, cache=self_cache, rope=rope
+        )
         x = x + self.drop(h)  # (B, T, D)
         if self.cross is not None:
             h = _apply_norm(self.cross_norm, x, cond)
@@ -309,6 +318,11 @@ class Transformer(nn.Module):
         """
         if cache is not None and len(cache.layers) != len(self.blocks):
             raise ValueError(f"cache has {len(cache.layers)} layers, model {len(self.blocks)}")
+        rope = None
+        if self.rotary is not None:  # shared by every block: look the angles up once
+            offset = 0 if cache is None else cache.length
+            pos, top = default_positions(positions, offset, x)
+            rope = self.rotary.angles(pos, x.dtype, top)
         for i, block in enumerate(self.blocks):
             x = block(
                 x,
@@ -319,5 +333,6 @@ class Transformer(nn.Module):
                 context_mask=context_mask,
                 cond=cond,
                 cache=None if cache is None else cache.layers[i],
+                rope=rope,
             )
         return _apply_norm(self.norm, x, cond)  # (B, T, D)

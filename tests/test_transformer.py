@@ -253,3 +253,25 @@ def test_bfloat16_decoding_runs():
         inc = decode(model, x, [2, 1, 1, 1])
     assert inc.dtype == torch.bfloat16
     torch.testing.assert_close(inc.float(), full.float(), rtol=5e-2, atol=5e-2)
+
+
+def test_rotary_angles_are_looked_up_once_per_pass_for_all_layers(monkeypatch):
+    torch.manual_seed(7)
+    model = Transformer(32, 3, 4, 2).eval()
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        want = model(x, is_causal=True)
+        h = x  # the same pass with every layer looking its angles up on its own
+        for block in model.blocks:
+            h = block(h, is_causal=True)
+        per_layer = model.norm(h)
+    torch.testing.assert_close(want, per_layer, rtol=0, atol=0)
+    calls = []
+    angles = model.rotary.angles
+    monkeypatch.setattr(model.rotary, "angles", lambda *a: calls.append(a) or angles(*a))
+    cache = model.new_cache(2, 6)
+    with torch.no_grad():
+        model(x, is_causal=True, cache=cache)
+        model(x[:, :1], is_causal=True, cache=cache)
+    assert len(calls) == 2  # one per forward pass, not one per layer (or two: q and k)
+    assert calls[1][0].tolist() == [5] and calls[1][2] == 5  # after the 5 cached steps

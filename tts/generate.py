@@ -91,6 +91,9 @@ def generate_first_codebook(
     logits = ar.head(h.gather(1, last)[:, 0])  # (B, V) at each item's last prompt token
     next_pos = text_lens + prompt_lens + 1  # (B,) rotary position of the first new frame
 
+    # Without padding (one item, or equal lengths) every cached step stays visible, and the
+    # steps run without a mask (faster on the CPU).
+    padded = not bool(layout.valid.all())
     frames = torch.zeros(b, steps, dtype=torch.long, device=device)
     lengths = torch.full((b,), -1, dtype=torch.long, device=device)  # -1: still going
     for step in range(steps):
@@ -106,7 +109,7 @@ def generate_first_codebook(
         valid[:, col] = True
         h = ar.transformer(
             ar.audio_embed(token.clamp(max=dims.cardinality)).unsqueeze(1),  # (B, 1, D)
-            mask=valid[:, : col + 1].view(b, 1, 1, col + 1),
+            mask=valid[:, : col + 1].view(b, 1, 1, col + 1) if padded else None,
             positions=(next_pos + step).unsqueeze(1),  # (B, 1)
             cache=cache,
         )
