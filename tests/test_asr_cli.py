@@ -99,21 +99,25 @@ def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
     # two real sources (a reader and a digit speaker, say) are scored as separate rows
     real = [utts[0], dataclasses.replace(utts[1], source="digits")]
     real_manifest = str(write_manifest(tmp_path / "real.jsonl", real))
+    other = tmp_path / "natural" / "manifest.jsonl"  # a second synthetic corpus: its own row
+    other.parent.mkdir()
+    write_manifest(other, utts[1:])
     argv = ["eval", "asr", "--checkpoint", checkpoint, "--synth", manifest, "--real", real_manifest]
-    assert main([*argv, "--json", "--beam-size", "1"]) == 0
+    assert main([*argv, "--synth", str(other), "--json", "--beam-size", "1"]) == 0
     rows = json.loads(capsys.readouterr().out)
     ours = [r for r in rows if r["system"].startswith("vocalis")]
     assert [(r["test_set"], r["wer"], r["clips"], r["words"]) for r in ours] == [
         ("synthetic, held-out voices", 0.0, 2, 5),
+        ("synthetic (natural), held-out voices", 0.0, 1, 3),
         ("real: t", 0.0, 1, 2),
         ("real: digits", 0.0, 1, 3),
     ]
     try:
         import pocketsphinx  # noqa: F401
     except ImportError:
-        assert len(rows) == 3
+        assert len(rows) == 4
     else:
-        assert [r["system"] for r in rows] == ["vocalis (tiny)", "pocketsphinx"] * 3
+        assert [r["system"] for r in rows] == ["vocalis (tiny)", "pocketsphinx"] * 4
         assert all(r["wer"] >= 0 for r in rows)
     argv[-1] = manifest
     assert main([*argv, "--max-clips", "1", "--no-baselines"]) == 0

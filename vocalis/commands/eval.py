@@ -119,7 +119,8 @@ def run_codec(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 # ASR
 
-ASR_SYNTH_MANIFEST = "synth/manifest.jsonl"  # under the data root
+# under the data root: template sentences, and natural text (`data synth --text wordnet`)
+ASR_SYNTH_MANIFESTS = ("synth/manifest.jsonl", "synth_wordnet/manifest.jsonl")
 ASR_REAL_MANIFESTS = ("imports/librispeech.jsonl", "imports/ljspeech.jsonl")
 
 
@@ -129,12 +130,14 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
         help="word error rate on held-out synthetic voices and real speech, beside pocketsphinx",
         description="Transcribes held-out clips with the ASR checkpoint and with pocketsphinx "
         "(if installed) and prints the WER of each on normalised text, as one markdown table. "
-        "Synthetic: the test split of voices held out of training (--synth, default the "
-        "synthetic corpus). Real: the test split of --real manifests (default the "
+        "Synthetic: the test split of voices held out of training (--synth, repeatable; default "
+        "the synthetic corpora that exist, one row each). Real: the test split of --real manifests (default the "
         "librispeech and ljspeech imports), every source represented within --max-clips.",
     )
     asr.add_argument("--checkpoint", default=None, help="ASR checkpoint (default: the shipped one)")
-    asr.add_argument("--synth", default=None, help="synthetic-speech manifest")
+    asr.add_argument(
+        "--synth", action="append", default=None, help="synthetic-speech manifest (repeatable)"
+    )
     asr.add_argument("--real", action="append", default=None, help="real-speech manifest")
     asr.add_argument("--split", default="test", help="manifest split to use (default: test)")
     asr.add_argument("--max-clips", type=int, default=50, help="at most this many clips per set")
@@ -196,14 +199,18 @@ def run_asr(args: argparse.Namespace) -> int:
     if args.beam_size < 1 or args.batch_size < 1:
         raise VocalisError("--beam-size and --batch-size must be at least 1")
     root = default_data_root()
-    synth = Path(args.synth) if args.synth else root / ASR_SYNTH_MANIFEST
+    synths = (
+        [Path(p) for p in args.synth] if args.synth else [root / m for m in ASR_SYNTH_MANIFESTS]
+    )
     real = [Path(p) for p in args.real] if args.real else [root / m for m in ASR_REAL_MANIFESTS]
     test_sets = {}
-    if args.synth or synth.is_file():
+    for synth in synths if args.synth else [p for p in synths if p.is_file()]:
         sources = _asr_clips_by_source([synth], args.split, held_out_voices=True)
         clips = _interleave(list(sources.values()), args.max_clips)
+        # the first corpus keeps the plain name; others are told apart by their folder
+        label = "synthetic" if synth == synths[0] else f"synthetic ({synth.parent.name})"
         if clips:
-            test_sets["synthetic, held-out voices"] = clips
+            test_sets[f"{label}, held-out voices"] = clips
     real = real if args.real else [p for p in real if p.is_file()]
     if real:
         # one row per real source: the sets differ too much (read books vs single digits)
