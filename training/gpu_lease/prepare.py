@@ -7,7 +7,10 @@
   (excerpts of training-split LibriSpeech, LJ Speech and synthetic speakers, FLAC at their own
   rate, with a manifest), to unpack into $VOCALIS_DATA on the device;
 - `phonemes.json`: the pack's transcripts in IPA, so the device (no espeak-ng) never
-  phonemizes.
+  phonemizes;
+- with `--valle-init CKPT`, `valle_init.q8.safetensors`: that VALL-E in int8 (`transport.py`),
+  for `VALLE_INIT=.lease/valle_init.q8.safetensors` (then move `models/tts/valle.*` out of
+  the checkout for the call: the int8 copy is what travels).
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ def main() -> None:
         "--pack", action="append", required=True, help="NAME=DIR: a token pack (vocalis data pack)"
     )
     p.add_argument("--codec-mb", type=float, default=18.0, help="FLAC budget of the codec set")
+    p.add_argument("--valle-init", default=None, help="a VALL-E checkpoint to carry in int8")
     args = p.parse_args()
     lease = ROOT / ".lease"
     stage = lease / "data"
@@ -100,6 +104,10 @@ def main() -> None:
     load_phonemes(texts, lease / "phonemes.json", phonemize_transcripts)
     subprocess.run(["tar", "-cJf", str(lease / "data.tar.xz"), "-C", str(stage), "."], check=True)
     shutil.rmtree(stage)
+    if args.valle_init:
+        from training.gpu_lease.transport import pack
+
+        pack(args.valle_init, lease / "valle_init.q8.safetensors")
     for f in sorted(lease.iterdir()):
         print(f"{f.name}: {f.stat().st_size / 1e6:.1f} MB")
 

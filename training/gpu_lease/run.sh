@@ -5,7 +5,8 @@
 # Needs .lease/ from training/gpu_lease/prepare.py and the wheels in .whl/ (README of the
 # device tool). Usage on the device: bash training/gpu_lease/run.sh [MINUTES]
 # Environment: JOBS ("valle codec", or one of them), VALLE_CONFIG, CODEC_CONFIG, VALLE_INIT
-# (continue from a VALL-E checkpoint, e.g. models/tts/valle.safetensors), CODEC_INIT.
+# (continue from a VALL-E checkpoint, e.g. models/tts/valle.safetensors, or its int8 transport
+# copy .lease/valle_init.q8.safetensors from prepare.py --valle-init), CODEC_INIT.
 set -u
 MIN=${1:-7}
 OUT=${OUT:-/tmp/lease_out}
@@ -22,6 +23,10 @@ cp .lease/phonemes.json "$RUNS/valle/"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 
+if [[ "${VALLE_INIT:-}" == *.q8.safetensors ]]; then  # int8 in transit: back to fp32 here
+  python3 training/gpu_lease/transport.py unpack "$VALLE_INIT" /tmp/valle_init || exit 2
+  VALLE_INIT=/tmp/valle_init.safetensors
+fi
 JOBS=${JOBS:-valle codec}  # either or both
 V= C=
 if [[ " $JOBS " == *" valle "* ]]; then
