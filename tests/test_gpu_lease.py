@@ -14,9 +14,10 @@ from tts.valle import VALLE, load_valle
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _collect():
+def _script(name):
+    """A training/gpu_lease script as a module (the device runs them as plain files)."""
     spec = importlib.util.spec_from_file_location(
-        "collect", ROOT / "training" / "gpu_lease" / "collect.py"
+        name, ROOT / "training" / "gpu_lease" / f"{name}.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -31,7 +32,7 @@ def test_collect_brings_back_an_fp16_valle_with_its_record_and_the_codec_run(tmp
     (valle_run / "log.jsonl").write_text('{"step": 7}\n')
     codec_run.mkdir()
     (codec_run / "model.safetensors").write_bytes(b"weights")  # copied as they are
-    _collect().main(str(valle_run), str(codec_run), str(dest))
+    _script("collect").main(str(valle_run), str(codec_run), str(dest))
 
     back = load_valle(dest / "valle.safetensors")
     assert back.dims == model.dims
@@ -45,17 +46,8 @@ def test_collect_brings_back_an_fp16_valle_with_its_record_and_the_codec_run(tmp
     assert (dest / "codec_model.safetensors").read_bytes() == b"weights"
 
 
-def _transport():
-    spec = importlib.util.spec_from_file_location(
-        "transport", ROOT / "training" / "gpu_lease" / "transport.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_int8_transport_halves_the_bytes_and_unpacks_to_a_loadable_checkpoint(tmp_path, capsys):
-    transport = _transport()
+    transport = _script("transport")
     torch.manual_seed(4)
     model = VALLE(dataclasses.replace(TINY, phoneme_vocab='{"a": 1}'))
     with torch.no_grad():
