@@ -39,7 +39,7 @@ from core.io import atomic_path, write_bytes_atomic, write_json_atomic
 
 FORMAT = "vocalis-checkpoint"
 FORMAT_VERSION = 1
-_META_KEY = "vocalis"
+META_KEY = "vocalis"  # the safetensors header entry holding the JSON metadata
 
 D = TypeVar("D")
 
@@ -131,7 +131,16 @@ def save_model(
         "dims": dims_to_dict(dims),
         "training": training or {},
     }
-    data = safetensors_bytes(tensors, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+    return write_model_files(path, tensors, meta)
+
+
+def write_model_files(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict
+) -> Path:
+    """The checkpoint pair for `tensors` and `meta` (format, version, kind, dims, training):
+    safetensors with the metadata in its header, and the JSON side file with its hash."""
+    weights_path, json_path = checkpoint_paths(path)
+    data = safetensors_bytes(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True)})
     write_bytes_atomic(weights_path, data)
     write_json_atomic(json_path, {**meta, "weights_sha256": hashlib.sha256(data).hexdigest()})
     return weights_path
@@ -211,13 +220,19 @@ def load_model(
     return model.to(device).eval()
 
 
-def _read_safetensors(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(header metadata, tensors) of any safetensors file; an unreadable one is a
+    CheckpointError that says why."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(_META_KEY)
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"cannot read '{path}': {' '.join(str(e).split())}") from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    header, tensors = read_safetensors(path)
+    raw = header.get(META_KEY)
     try:
         meta = json.loads(raw) if raw is not None else {}
     except json.JSONDecodeError:

@@ -27,7 +27,6 @@ from corpus.text import normalize_text
 
 WORDNET_ROOT = Path("/usr/share/wordnet")
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
-TEXT_SOURCES = ("generated", "wordnet")  # or the path of a text file
 
 _QUOTED = re.compile(r'"([^"]*)"')
 _PARENS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint import save_model
+from core.checkpoint import read_safetensors, save_model
 from tests.test_tts_valle import TINY
 from tts.valle import VALLE, load_valle
 
@@ -57,7 +57,7 @@ def test_int8_transport_halves_the_bytes_and_unpacks_to_a_loadable_checkpoint(tm
     packed = tmp_path / "v.q8.safetensors"
     assert transport.main(["pack", str(fp16), str(packed)]) == 0
     assert packed.stat().st_size < fp16.stat().st_size  # about half for the shipped VALL-E
-    stored = transport._read(packed)[1]
+    stored = read_safetensors(packed)[1]
     assert {t.dtype for k, t in stored.items() if k.endswith(".q8")} == {torch.int8}
     assert transport.main(["unpack", str(packed), str(tmp_path / "back")]) == 0
 

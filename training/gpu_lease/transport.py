@@ -17,30 +17,20 @@ metadata, which `--init` reads as usual.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from core.checkpoint import _META_KEY, checkpoint_paths
+from core.checkpoint import META_KEY, checkpoint_paths, read_safetensors, write_model_files
 from core.errors import CheckpointError
-from core.io import write_bytes_atomic, write_json_atomic
+from core.io import write_bytes_atomic
 
 TRANSPORT_KEY = "vocalis-int8-transport"  # header entry listing the quantised tensors
 MIN_NUMEL = 4096
-
-
-def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"cannot read '{path}': {' '.join(str(e).split())}") from None
 
 
 def quantize(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,8 +50,8 @@ def pack(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     weights, _ = checkpoint_paths(src)
     if not weights.is_file():
         raise CheckpointError(f"no checkpoint at '{weights}'")
-    meta, tensors = _read(weights)
-    if _META_KEY not in meta:
+    meta, tensors = read_safetensors(weights)
+    if META_KEY not in meta:
         raise CheckpointError(f"'{weights}' is not a vocalis checkpoint")
     out: dict[str, torch.Tensor] = {}
     quantised = []
@@ -79,7 +69,7 @@ def pack(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 def unpack(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Write the fp32 checkpoint `dst` (.safetensors + .json) from a `pack` file."""
-    meta, tensors = _read(Path(src))
+    meta, tensors = read_safetensors(src)
     if TRANSPORT_KEY not in meta:
         raise CheckpointError(f"'{src}' is not an int8 transport file (transport.pack)")
     quantised = json.loads(meta.pop(TRANSPORT_KEY))
@@ -87,12 +77,7 @@ def unpack(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     for name in quantised:
         out[name] = dequantize(tensors[name + ".q8"], tensors[name + ".scale"])
     out = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in out.items()}
-    weights, side = checkpoint_paths(dst)
-    data = safetensors_bytes(out, metadata=meta)
-    write_bytes_atomic(weights, data)
-    info = json.loads(meta[_META_KEY])
-    write_json_atomic(side, {**info, "weights_sha256": hashlib.sha256(data).hexdigest()})
-    return weights
+    return write_model_files(dst, out, json.loads(meta[META_KEY]))
 
 
 def main(argv: list[str]) -> int:
