@@ -54,6 +54,7 @@ class ASRDims:
     text_depth: int = 4
     text_heads: int = 6
     dropout: float = 0.0
+    attn_dropout: float | None = None  # dropout on attention weights; None: `dropout`
     n_vocab: int = 0  # set from the tokenizer (`with_tokenizer`)
     tokenizer: str = dataclasses.field(default="", repr=False)  # the tokenizer's JSON
 
@@ -115,7 +116,12 @@ class AudioEncoder(nn.Module):
         self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
         self.register_buffer("positions", sinusoids(dims.n_audio_ctx, d), persistent=False)
         self.transformer = Transformer(
-            d, dims.audio_depth, dims.audio_heads, rotary=False, dropout=dims.dropout
+            d,
+            dims.audio_depth,
+            dims.audio_heads,
+            rotary=False,
+            dropout=dims.dropout,
+            attn_dropout=dims.attn_dropout,
         )
 
     def forward(self, mel: Tensor, lengths: Tensor | None = None) -> AudioFeatures:
@@ -153,6 +159,7 @@ class TextDecoder(nn.Module):
             context_dim=dims.audio_dim,
             rotary=False,
             dropout=dims.dropout,
+            attn_dropout=dims.attn_dropout,
         )
 
     def forward(

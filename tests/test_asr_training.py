@@ -174,6 +174,29 @@ def test_train_asr_tiny_config_runs_exports_and_resumes(tmp_path, capsys):
     assert model.tokenizer.to_json() == tokenizer
 
 
+def test_train_asr_init_takes_the_configs_dropout_and_rejects_other_dims(tmp_path, capsys):
+    manifest = str(_manifest(tmp_path, n=2))
+    base = ["train", "asr", "--manifest", manifest, "--steps", "1"]
+    assert main([*base, "--config", str(TINY_CONFIG), "--out", str(tmp_path / "a")]) == 0
+    start = tmp_path / "a" / "model.safetensors"
+
+    config = json.loads(TINY_CONFIG.read_text())
+    config["model"].update(dropout=0.2, attn_dropout=0.0)
+    (tmp_path / "dropout.json").write_text(json.dumps(config))
+    argv = [*base, "--config", str(tmp_path / "dropout.json"), "--init", str(start)]
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    dims = load_asr(tmp_path / "b" / "model.safetensors").dims
+    assert (dims.dropout, dims.attn_dropout) == (0.2, 0.0)
+
+    config["model"]["audio_dim"] = 48
+    (tmp_path / "wider.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    argv = [*base, "--config", str(tmp_path / "wider.json"), "--init", str(start)]
+    assert main([*argv, "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "model dims differ" in err and len(err.strip().splitlines()) == 1
+
+
 def test_train_asr_reports_bad_configs_on_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train": {"max_steps": 1}, "model": {"audio_width": 3}}))

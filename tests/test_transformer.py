@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.attention import disable_sdpa, padding_mask
+from core.attention import Attention, disable_sdpa, padding_mask
 from core.transformer import (
     AdaptiveRMSNorm,
     RMSNorm,
@@ -275,3 +275,26 @@ def test_rotary_angles_are_looked_up_once_per_pass_for_all_layers(monkeypatch):
         model(x[:, :1], is_causal=True, cache=cache)
     assert len(calls) == 2  # one per forward pass, not one per layer (or two: q and k)
     assert calls[1][0].tolist() == [5] and calls[1][2] == 5  # after the 5 cached steps
+
+
+def test_attention_dropout_is_set_apart_from_residual_dropout():
+    """`attn_dropout` defaults to `dropout`; set to 0 it leaves the attention weights alone
+    (the fused CPU kernel) while the residual branches still drop."""
+    torch.manual_seed(0)
+    x, context = torch.randn(2, 12, 32), torch.randn(2, 7, 32)
+
+    def built(**kwargs):
+        model = Transformer(32, 2, 4, cross_attention=True, context_dim=32, **kwargs).train()
+        return [m.dropout for m in model.modules() if isinstance(m, Attention)], model
+
+    def varies(model):
+        return not torch.equal(model(x, context=context), model(x, context=context))
+
+    rates, default = built(dropout=0.2)
+    assert rates == [0.2] * 4 and varies(default)
+    rates, split = built(dropout=0.0, attn_dropout=0.5)
+    assert rates == [0.5] * 4 and varies(split)
+    rates, residual_only = built(dropout=0.3, attn_dropout=0.0)
+    assert rates == [0.0] * 4 and varies(residual_only)
+    _, none = built(dropout=0.0, attn_dropout=0.0)
+    assert not varies(none)

@@ -378,7 +378,9 @@ def run_asr(args: argparse.Namespace) -> int:
     tokenizer_path = out_dir / "tokenizer.json"
     if args.init is not None:
         start = load_asr(args.init)
-        if dataclasses.replace(start.dims, n_vocab=0, tokenizer="") != dims:
+        # Dropout is a training setting, not part of the architecture: the config's wins.
+        regularisation = {"dropout": dims.dropout, "attn_dropout": dims.attn_dropout}
+        if dataclasses.replace(start.dims, n_vocab=0, tokenizer="", **regularisation) != dims:
             raise VocalisError(f"--init {args.init}: its model dims differ from the config's")
         tokenizer = start.tokenizer
     elif tokenizer_path.is_file() and not args.no_resume:
