@@ -136,7 +136,7 @@ class AudioEncoder(nn.Module):
             raise ValueError(f"{f} mel frames exceed the encoder's {self.n_ctx} positions")
         out_lengths = (lengths + 1) // 2
         x = (x * _time_mask(out_lengths, s)).transpose(1, 2)  # (B, S, D)
-        x = x + self.positions[:s].to(x.dtype)
+        x = x + self.positions[:s]  # fp32 under autocast: the residual stream stays fp32
         mask = None if bool((out_lengths == s).all()) else padding_mask(out_lengths, s)
         return AudioFeatures(self.transformer(x, mask=mask), out_lengths, mask)
 

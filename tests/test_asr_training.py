@@ -12,6 +12,7 @@ from asr.decoding import DecodingOptions, decode
 from asr.model import SAMPLE_RATE, load_asr, log_mel_features
 from asr.transcribe import TranscribeOptions, transcribe
 from core.audio import save_audio
+from core.optim import autocast
 from corpus.manifest import Utterance, write_manifest
 from tests.helpers.asr import (
     STEPS,
@@ -318,3 +319,19 @@ def test_loss_with_speed_and_noise_augmentation_is_finite():
     for _ in range(3):
         out = task.loss("model", clip_batch(), {"model": model})
         assert torch.isfinite(out.loss)
+
+
+def test_bf16_autocast_leaves_the_features_in_fp32():
+    """Under the trainer's bf16 autocast the model computes in bfloat16, but the log-mel
+    features it is given are fp32, as without it: the same mel either way."""
+    model = tiny_model(seed=2).train()
+    task = ASRTask(model, ASRDataConfig(speed=(0.9, 1.1), noise_prob=0.5), SpecAugment())
+    seen = []
+    model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        with autocast("cpu", precision):
+            out = task.loss("model", clip_batch(), {"model": model})
+        assert torch.isfinite(out.loss)
+    assert [mel.dtype for mel in seen] == [torch.float32, torch.float32]
+    assert torch.equal(seen[0], seen[1])

@@ -306,14 +306,17 @@ class ASRTask(TrainTask):
         b = batch.wav.shape[0]
         no_speech = torch.rand(b) < self.data.no_speech_prob
         timed = torch.rand(b) < self.data.timestamp_prob
-        wav, clip_lengths = perturb_speed(batch.wav, batch.lengths, self.data, skip=no_speech)
-        wav = add_noise(wav, clip_lengths, self.data, skip=no_speech)
-        wav = self._replace_with_noise(wav, no_speech)  # (B, T)
-        examples = self._examples(wav, clip_lengths.tolist(), batch.texts, no_speech, timed)
-        lengths = torch.tensor([w.shape[0] for w, _ in examples])
-        wav = pad_sequence([w for w, _ in examples], batch_first=True)  # (B', T')
-        mel, frames = log_mel_features(wav, lengths.to(wav.device))  # (B', M, F), (B',)
-        mel = self.augment(mel, frames)
+        # The features are data, not model: fp32 even under a bf16 autocast (whose
+        # convolutions of long waveforms are slow on the CPU and coarse in any case).
+        with torch.autocast(batch.wav.device.type, enabled=False):
+            wav, clip_lengths = perturb_speed(batch.wav, batch.lengths, self.data, skip=no_speech)
+            wav = add_noise(wav, clip_lengths, self.data, skip=no_speech)
+            wav = self._replace_with_noise(wav, no_speech)  # (B, T)
+            examples = self._examples(wav, clip_lengths.tolist(), batch.texts, no_speech, timed)
+            lengths = torch.tensor([w.shape[0] for w, _ in examples])
+            wav = pad_sequence([w for w, _ in examples], batch_first=True)  # (B', T')
+            mel, frames = log_mel_features(wav, lengths.to(wav.device))  # (B', M, F), (B',)
+            mel = self.augment(mel, frames)
         sequences = [seq for _, seq in examples]
         inputs, targets = teacher_forcing(sequences, self.tokenizer, self.model.dims.n_text_ctx)
         inputs, targets = inputs.to(mel.device), targets.to(mel.device)
