@@ -84,7 +84,56 @@ def test_label_keeps_confident_transcripts(files, capsys, tmp_path):
     assert read_manifest(manifest) == []
     capsys.readouterr()
     assert main(["label", str(tmp_path / "nowhere"), "-o", str(manifest)]) == 2
-    _one_line_error(capsys, "no such folder")
+    _one_line_error(capsys, "no such folder or .jsonl manifest")
+
+
+def test_label_a_manifest_keeps_its_speakers_and_splits(files, capsys, tmp_path):
+    _, checkpoint, audio = files
+    source = [
+        Utterance("h", str(audio / "spk" / "hello.wav"), 1.0, SAMPLE_RATE, None, "r/7", "rd"),
+        Utterance(
+            "m", str(audio / "spk" / "morning.wav"), 0.8, SAMPLE_RATE, None, "r/8", "rd", "test"
+        ),
+        Utterance("b", str(audio / "broken.wav"), 1.0, SAMPLE_RATE, None, "r/9", "rd"),
+    ]
+    source_manifest = write_manifest(tmp_path / "in.jsonl", source)
+    out = tmp_path / "out.jsonl"
+    assert main(["label", str(source_manifest), "-o", str(out), "--model", checkpoint]) == 0
+    assert "labelled 2 of 2 files (0 dropped as doubtful, 1 unreadable skipped)" in (
+        capsys.readouterr().out
+    )
+    utts = read_manifest(out)
+    assert [(u.id, u.text, u.speaker, u.split, u.source) for u in utts] == [
+        ("h", TEXTS[0], "r/7", "train", "rd"),
+        ("m", TEXTS[1], "r/8", "test", "rd"),
+    ]
+    # words per second of audio: a transcript too sparse for its duration missed words
+    rates = [len(u.text.split()) / u.duration for u in utts]
+    assert [u.extra["words_per_second"] for u in utts] == pytest.approx(rates, abs=1e-3)
+    floor = ["--min-words-per-second", str(sum(rates) / 2)]
+    assert main(["label", str(source_manifest), "-o", str(out), "--model", checkpoint, *floor]) == 0
+    assert [u.id for u in read_manifest(out)] == [("h", "m")[rates.index(max(rates))]]
+
+
+def test_label_with_pocketsphinx_as_the_teacher(capsys, tmp_path):
+    pytest.importorskip("pocketsphinx")
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "models" / "voices" / "ljspeech.wav"
+    source = write_manifest(
+        tmp_path / "in.jsonl",
+        [Utterance("lj", str(example), 4.51, 22050, None, "lj/1", "ljspeech")],
+    )
+    out = tmp_path / "out.jsonl"
+    assert main(["label", str(source), "-o", str(out), "--teacher", "pocketsphinx"]) == 0
+    (utt,) = read_manifest(out)
+    assert utt.extra["teacher"] == "pocketsphinx" and utt.speaker == "lj/1"
+    reference = (example.with_suffix(".txt")).read_text().lower().split()
+    heard = utt.text.lower().replace(".", "").split()
+    assert len(set(heard) & set(reference)) >= len(reference) // 2, utt.text
+    capsys.readouterr()
+    assert main(["label", str(tmp_path / "nowhere"), "-o", str(out)]) == 2
+    _one_line_error(capsys, "no such folder or .jsonl manifest")
 
 
 def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):

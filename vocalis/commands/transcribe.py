@@ -28,18 +28,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     label = subparsers.add_parser(
         "label",
-        help="transcribe a folder of audio into a manifest, keeping confident transcripts",
-        description="Transcribe every audio file under DIR and write a JSONL manifest with "
-        "the text and its confidence (avg_logprob, no_speech_prob) per utterance. "
-        "Utterances with empty text, avg_logprob below --min-logprob or no_speech_prob "
-        "above --max-no-speech are dropped as doubtful. Unreadable files are skipped "
-        "with a warning.",
+        help="transcribe a folder or manifest of audio into a manifest, keeping confident "
+        "transcripts",
+        description="Transcribe every audio file in PATH (a folder, searched "
+        "recursively, or a JSONL manifest whose ids, speakers and splits are kept) and write "
+        "a JSONL manifest with the text and its confidence per utterance. With the vocalis "
+        "recogniser (the default teacher) the confidence is avg_logprob and no_speech_prob; "
+        "utterances with empty text, avg_logprob below --min-logprob or no_speech_prob above "
+        "--max-no-speech are dropped as doubtful. --teacher pocketsphinx labels with "
+        "pocketsphinx's bundled US English model instead (no confidence of its own: empty "
+        "text and --min-words-per-second decide). Unreadable files are skipped with a warning.",
     )
-    label.add_argument("dir", help="folder of audio files (searched recursively)")
+    label.add_argument("path", help="folder of audio files, or a .jsonl manifest")
     label.add_argument("-o", "--output", required=True, help="manifest to write (.jsonl)")
+    label.add_argument(
+        "--teacher",
+        choices=("vocalis", "pocketsphinx"),
+        default="vocalis",
+        help="the recogniser that labels (default vocalis)",
+    )
     label.add_argument("--min-logprob", type=float, default=-0.8, help="default -0.8")
     label.add_argument("--max-no-speech", type=float, default=0.5, help="default 0.5")
-    label.add_argument("--source", default="label", help="the manifest's source name")
+    label.add_argument(
+        "--min-words-per-second",
+        type=float,
+        default=0.0,
+        help="drop transcripts with fewer words per second of audio (missed words; default 0)",
+    )
+    label.add_argument("--source", default="label", help="the source name of a folder's utterances")
     _common(label, beam_size=1)
     label.set_defaults(handler=run_label)
 
@@ -100,60 +116,98 @@ def run_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_label(args: argparse.Namespace) -> int:
-    from asr.model import load_asr
-    from asr.transcribe import transcribe
+def _label_inputs(source: Path, source_name: str) -> tuple[list, int]:
+    """The utterances to label (text None) from a folder or a manifest, and how many files
+    were skipped as unreadable."""
     from core.audio import AUDIO_SUFFIXES, audio_info
     from core.errors import AudioError, VocalisError
-    from corpus.manifest import Utterance, write_manifest
-    from corpus.text import normalize_text
+    from corpus.manifest import Utterance, read_manifest
 
-    folder = Path(args.dir)
-    if not folder.is_dir():
-        raise VocalisError(f"no such folder: '{folder}'")
-    options = _options(args, timestamps=not args.no_timestamps)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-    infos = []
-    for path in files:
+    if source.is_file() and source.suffix == ".jsonl":
+        utterances = read_manifest(source)
+        candidates = [(u, u.audio) for u in utterances]
+    elif source.is_dir():
+        candidates = [
+            (None, str(p)) for p in sorted(source.rglob("*")) if p.suffix.lower() in AUDIO_SUFFIXES
+        ]
+    else:
+        raise VocalisError(f"no such folder or .jsonl manifest: '{source}'")
+    inputs, skipped = [], 0
+    for utt, path in candidates:
         try:
-            infos.append(audio_info(path))
+            info = audio_info(path)
         except AudioError as e:
             print(f"vocalis: warning: skipped: {e}", file=sys.stderr)
-    if not infos:
-        raise VocalisError(f"no readable audio files under '{folder}'")
-    model = load_asr(args.model, device=args.device)
-    kept, doubtful = [], 0
-    for info, transcript in zip(infos, transcribe(model, [i.path for i in infos], options)):
-        text = normalize_text(transcript.text)
-        if (
-            not text
-            or transcript.avg_logprob < args.min_logprob
-            or transcript.no_speech_prob > args.max_no_speech
-        ):
-            doubtful += 1
+            skipped += 1
             continue
-        relative = Path(info.path).relative_to(folder)
-        group = relative.parent.as_posix() if relative.parent.parts else "unknown"
-        kept.append(
-            Utterance(
+        if utt is None:
+            relative = Path(info.path).relative_to(source)
+            group = relative.parent.as_posix() if relative.parent.parts else "unknown"
+            utt = Utterance(
                 id=relative.with_suffix("").as_posix().replace("/", "_"),
                 audio=str(Path(info.path).resolve()),
                 duration=round(info.duration, 4),
                 sample_rate=info.sample_rate,
-                text=text,
-                speaker=f"{args.source}/{group}",
-                source=args.source,
-                extra={
-                    "avg_logprob": round(transcript.avg_logprob, 4),
-                    "no_speech_prob": round(transcript.no_speech_prob, 4),
+                text=None,
+                speaker=f"{source_name}/{group}",
+                source=source_name,
+            )
+        inputs.append(utt)
+    if not inputs:
+        raise VocalisError(f"no readable audio files in '{source}'")
+    return inputs, skipped
+
+
+def run_label(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from corpus.manifest import write_manifest
+    from corpus.text import normalize_text
+
+    options = _options(args, timestamps=not args.no_timestamps)
+    inputs, skipped = _label_inputs(Path(args.path), args.source)
+    paths = [u.audio for u in inputs]
+    if args.teacher == "pocketsphinx":
+        from asr.evaluate import pocketsphinx_system
+        from core.errors import VocalisError
+
+        system = pocketsphinx_system()
+        if system is None:
+            raise VocalisError("--teacher pocketsphinx needs the pocketsphinx package")
+        results = [(text, {"teacher": "pocketsphinx"}) for text in system.run(paths)]
+    else:
+        from asr.model import load_asr
+        from asr.transcribe import transcribe
+
+        model = load_asr(args.model, device=args.device)
+        results = [
+            (
+                t.text,
+                {
+                    "avg_logprob": round(t.avg_logprob, 4),
+                    "no_speech_prob": round(t.no_speech_prob, 4),
                 },
             )
-        )
+            for t in transcribe(model, paths, options)
+        ]
+    kept, doubtful = [], 0
+    for utt, (raw, confidence) in zip(inputs, results):
+        text = normalize_text(raw)
+        words_per_second = len(text.split()) / max(utt.duration, 1e-3)
+        if (
+            not text
+            or confidence.get("avg_logprob", 0.0) < args.min_logprob
+            or confidence.get("no_speech_prob", 0.0) > args.max_no_speech
+            or words_per_second < args.min_words_per_second
+        ):
+            doubtful += 1
+            continue
+        extra = {**utt.extra, **confidence, "words_per_second": round(words_per_second, 3)}
+        kept.append(dataclasses.replace(utt, text=text, extra=extra))
     write_manifest(args.output, kept)
-    skipped = len(files) - len(infos)
     note = f", {skipped} unreadable skipped" if skipped else ""
     print(
-        f"labelled {len(kept)} of {len(infos)} files ({doubtful} dropped as doubtful{note}) "
+        f"labelled {len(kept)} of {len(inputs)} files ({doubtful} dropped as doubtful{note}) "
         f"-> {args.output}"
     )
     return 0
