@@ -180,7 +180,7 @@ def decode(
     tok = model.tokenizer
     if tok is None:
         raise ValueError("the model has no tokenizer")
-    audio = model.embed_audio(mel, lengths)
+    audio = model.embed_audio(mel.to(model.dtype), lengths)  # features in the weights' dtype
     prompt = tok.prompt(options.timestamps)
     limit = model.dims.n_text_ctx - len(prompt)
     max_tokens = min(options.max_tokens or limit, limit)

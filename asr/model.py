@@ -207,17 +207,28 @@ class ASRModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
 
 def save_asr(path: str | os.PathLike, model: ASRModel, *, training: dict | None = None) -> Path:
     return save_model(path, model, model.dims, kind=KIND, training=training)
 
 
-def load_asr(path: str | os.PathLike | None = None, *, device: str = "cpu") -> ASRModel:
-    """An ASR checkpoint (default: the shipped one) in eval mode, with its tokenizer."""
+def load_asr(
+    path: str | os.PathLike | None = None,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> ASRModel:
+    """An ASR checkpoint (default: the shipped one) in eval mode, with its tokenizer, its
+    weights in `dtype` (bf16 decodes about 2x faster on a CPU with AMX; see
+    `core.checkpoint.inference_dtype`)."""
     weights, _ = checkpoint_paths(path or SHIPPED_CHECKPOINT)
     if not weights.is_file():
         raise CheckpointError(f"no ASR model at '{weights}' (train one: 'vocalis train asr')")
-    model = load_model(weights, ASRModel, ASRDims, kind=KIND, device=device)
+    model = load_model(weights, ASRModel, ASRDims, kind=KIND, device=device).to(dtype)
     if model.tokenizer is None:
         raise CheckpointError(f"'{weights}' holds no tokenizer")
     return model

@@ -220,6 +220,33 @@ def load_model(
     return model.to(device).eval()
 
 
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def fast_bf16(device: str | torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 matrices natively: a CUDA GPU that supports
+    bf16, or a CPU with AMX or AVX-512 BF16 units (elsewhere bf16 is emulated, and slow)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+def inference_dtype(device: str | torch.device, precision: str = "auto") -> torch.dtype:
+    """The weights' dtype for inference: "fp32", "bf16", or "auto" (bf16 where the device
+    has native bf16 units, `fast_bf16`, else fp32)."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(
+            f"unknown precision {precision!r}; expected one of {', '.join(INFERENCE_PRECISIONS)}"
+        )
+    if precision == "auto":
+        return torch.bfloat16 if fast_bf16(device) else torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """(header metadata, tensors) of any safetensors file; an unreadable one is a
     CheckpointError that says why."""

@@ -152,7 +152,9 @@ def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
     other.parent.mkdir()
     write_manifest(other, utts[1:])
     argv = ["eval", "asr", "--checkpoint", checkpoint, "--synth", manifest, "--real", real_manifest]
-    assert main([*argv, "--synth", str(other), "--json", "--beam-size", "1"]) == 0
+    # bf16 weights (what --precision auto picks on a CPU with AMX) decode the same words
+    bf16 = ["--precision", "bf16"]
+    assert main([*argv, "--synth", str(other), "--json", "--beam-size", "1", *bf16]) == 0
     rows = json.loads(capsys.readouterr().out)
     ours = [r for r in rows if r["system"].startswith("vocalis")]
     assert [(r["test_set"], r["wer"], r["clips"], r["words"]) for r in ours] == [
@@ -166,12 +168,12 @@ def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
     except ImportError:
         assert len(rows) == 4
     else:
-        assert [r["system"] for r in rows] == ["vocalis (tiny)", "pocketsphinx"] * 4
+        assert [r["system"] for r in rows] == ["vocalis (tiny, bf16)", "pocketsphinx"] * 4
         assert all(r["wer"] >= 0 for r in rows)
     argv[-1] = manifest
-    assert main([*argv, "--max-clips", "1", "--no-baselines"]) == 0
+    assert main([*argv, "--max-clips", "1", "--no-baselines", "--precision", "fp32"]) == 0
     table = capsys.readouterr().out
     assert (
         table.startswith("| system | test set | WER |")
-        and "| vocalis (tiny) | real: t | 0.0% | 1 |" in table
+        and "| vocalis (tiny, fp32) | real: t | 0.0% | 1 |" in table
     )

@@ -10,6 +10,8 @@ from torch import nn
 
 from core.checkpoint import (
     dims_from_dict,
+    fast_bf16,
+    inference_dtype,
     load_model,
     load_tree,
     read_model_checkpoint,
@@ -156,3 +158,13 @@ def test_atomic_files_get_the_permissions_open_would_give(tmp_path, umask):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
     assert modes == {"a.bin": 0o666 & ~umask, "b.wav": 0o666 & ~umask, "c.bin": 0o666 & ~umask}
+
+
+def test_inference_dtype_is_bf16_only_where_asked_or_native():
+    assert inference_dtype("cpu", "fp32") == torch.float32
+    assert inference_dtype("cpu", "bf16") == torch.bfloat16
+    native = torch.bfloat16 if fast_bf16("cpu") else torch.float32
+    assert inference_dtype("cpu") == native
+    assert not fast_bf16("meta")  # nothing but CUDA and the CPU has known bf16 units
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        inference_dtype("cpu", "fp16")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vocalis.commands.say import add_sampling_arguments, sampling_options
+from vocalis.commands.transcribe import add_precision_argument
 
 DEFAULT_MANIFESTS = ("imports/ljspeech.jsonl", "imports/librispeech.jsonl")  # under the data root
 
@@ -142,6 +143,7 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
     asr.add_argument("--split", default="test", help="manifest split to use (default: test)")
     asr.add_argument("--max-clips", type=int, default=50, help="at most this many clips per set")
     asr.add_argument("--beam-size", type=int, default=5, help="1 = greedy (default 5)")
+    add_precision_argument(asr)
     asr.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     asr.add_argument("--device", default="cpu", help="torch device (default cpu)")
     asr.add_argument("--no-baselines", action="store_true", help="skip pocketsphinx")
@@ -187,10 +189,13 @@ def _interleave(queues: list[list], max_clips: int) -> list:
 
 
 def run_asr(args: argparse.Namespace) -> int:
+    import torch
+
     from asr.decoding import DecodingOptions
     from asr.evaluate import evaluate, pocketsphinx_system, vocalis_system
     from asr.model import load_asr
     from asr.transcribe import TranscribeOptions
+    from core.checkpoint import inference_dtype
     from core.errors import VocalisError
     from vocalis.commands.data import default_data_root
 
@@ -221,13 +226,15 @@ def run_asr(args: argparse.Namespace) -> int:
         raise VocalisError(
             f"no transcribed utterances of split '{args.split}' found; pass --synth or --real"
         )
-    model = load_asr(args.checkpoint, device=args.device)
+    dtype = inference_dtype(args.device, args.precision)
+    model = load_asr(args.checkpoint, device=args.device, dtype=dtype)
     options = TranscribeOptions(
         decoding=DecodingOptions(beam_size=args.beam_size, timestamps=False),
         batch_size=args.batch_size,
     )
     name = Path(args.checkpoint).stem if args.checkpoint else "vocalis"
-    systems = [vocalis_system(model, options, name=f"vocalis ({name})")]
+    precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+    systems = [vocalis_system(model, options, name=f"vocalis ({name}, {precision})")]
     baseline = None if args.no_baselines else pocketsphinx_system()
     if baseline is not None:
         systems.append(baseline)

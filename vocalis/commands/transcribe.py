@@ -69,6 +69,27 @@ def _common(parser: argparse.ArgumentParser, *, beam_size: int) -> None:
     parser.add_argument("--no-fallback", action="store_true", help="no temperature fallback")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_precision_argument(parser)
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="weights' precision for decoding; auto (the default) is bf16 where the device "
+        "has native bf16 units (AMX or AVX-512 BF16 CPUs, most GPUs), else fp32",
+    )
+
+
+def load_recogniser(args: argparse.Namespace):
+    """The ASR of --model (or the shipped one) on --device in --precision."""
+    from asr.model import load_asr
+    from core.checkpoint import inference_dtype
+
+    return load_asr(
+        args.model, device=args.device, dtype=inference_dtype(args.device, args.precision)
+    )
 
 
 def _options(args: argparse.Namespace, *, timestamps: bool):
@@ -90,14 +111,13 @@ def _options(args: argparse.Namespace, *, timestamps: bool):
 
 def run_transcribe(args: argparse.Namespace) -> int:
     from asr.formats import FORMATS
-    from asr.model import load_asr
     from asr.transcribe import transcribe
     from core.audio import audio_info
 
     options = _options(args, timestamps=not args.no_timestamps)
     for f in args.files:
         audio_info(f)  # a missing or unreadable file fails here, before any decoding
-    model = load_asr(args.model, device=args.device)
+    model = load_recogniser(args)
     write = FORMATS[args.format]
     out_dir = Path(args.output) if args.output else None
     for path, transcript in zip(args.files, transcribe(model, args.files, options)):
@@ -176,10 +196,9 @@ def run_label(args: argparse.Namespace) -> int:
             raise VocalisError("--teacher pocketsphinx needs the pocketsphinx package")
         results = [(text, {"teacher": "pocketsphinx"}) for text in system.run(paths)]
     else:
-        from asr.model import load_asr
         from asr.transcribe import transcribe
 
-        model = load_asr(args.model, device=args.device)
+        model = load_recogniser(args)
         results = [
             (
                 t.text,
