@@ -122,6 +122,20 @@ def test_say_writes_speech_at_the_codec_rate_and_is_repeatable(trained, capsys):
     assert say(trained, "--prompt-text", "Good morning.", out="again.wav") == 0
     b, _ = sf.read(str(root / "again.wav"))
     assert (a == b).all()  # the same seed gives the same speech
+    # In fp32 the NAR fills the same frames the AR sampled: the same length of speech
+    assert say(trained, "--prompt-text", "Good morning.", "--precision", "fp32", out="f.wav") == 0
+    c, _ = sf.read(str(root / "f.wav"))
+    assert len(c) == len(a)
+
+
+def test_the_nar_runs_in_the_precision_asked_and_the_ar_in_fp32(trained):
+    from tts.synthesize import Synthesizer
+
+    _, codec_path, model = trained
+    for precision, nar in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        synth = Synthesizer.load(model, codec_path, precision=precision)
+        assert {p.dtype for p in synth.model.nar.parameters()} == {nar}
+        assert {p.dtype for p in synth.model.ar.parameters()} == {torch.float32}
 
 
 def test_long_text_is_split_and_a_prompt_at_another_rate_is_resampled(trained, capsys):

@@ -263,7 +263,9 @@ def test_eval_tts_cli_with_fakes(tones, tmp_path, monkeypatch, capsys):
 
     loaded = []
     fake_module = types.ModuleType("tts.synthesize")
-    fake_module.load_synthesizer = lambda path: loaded.append(path) or Synthesizer()
+    fake_module.load_synthesizer = lambda path, precision: (
+        loaded.append((path, precision)) or (Synthesizer())
+    )
     monkeypatch.setitem(sys.modules, "tts.synthesize", fake_module)
     monkeypatch.setattr(tts_eval, "judge_systems", lambda ckpt: ([_fake_asr(texts_by_freq)], []))
     monkeypatch.setattr(tts_eval, "resemblyzer_encoder", lambda: _fake_encoder)
@@ -276,7 +278,7 @@ def test_eval_tts_cli_with_fakes(tones, tmp_path, monkeypatch, capsys):
         assert main([*argv, "--temperature", "0.5", "--top-k", "7"]) == 0
     finally:
         torch.set_num_threads(threads)
-    assert loaded == ["ckpt"]
+    assert loaded == [("ckpt", "auto")]
     # The sampling options and a fixed seed reach every synthesis (reproducible scores).
     assert [(c["options"].temperature, c["options"].top_k, c["seed"]) for c in calls] == [
         (0.5, 7, 0)

@@ -282,6 +282,13 @@ def _register_tts(sub: argparse._SubParsersAction) -> None:
         "--out", default=None, help="folder for report.json, report.md and the synthesised audio"
     )
     tts.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    tts.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="precision of the TTS's non-autoregressive stage (default auto: bf16 where the "
+        "CPU or GPU has native bf16 units)",
+    )
     add_sampling_arguments(tts)
     tts.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     tts.set_defaults(handler=run_tts)
@@ -344,14 +351,17 @@ def run_tts(args: argparse.Namespace) -> int:
     options = sampling_options(args)
     torch.set_num_threads(args.threads)
     items = _tts_items(args)
+    from core.checkpoint import inference_dtype
     from tts.synthesize import load_synthesizer
 
-    synthesizer = load_synthesizer(args.checkpoint)
+    synthesizer = load_synthesizer(args.checkpoint, precision=args.precision)
     systems, notes = judge_systems(args.asr_checkpoint)
     encoder = resemblyzer_encoder()
     if encoder is None:
         notes.append("resemblyzer is not installed: speaker similarity is skipped")
     notes.append(f"torch CPU threads: {args.threads}")
+    nar = "bf16" if inference_dtype("cpu", args.precision) == torch.bfloat16 else "fp32"
+    notes.append(f"NAR precision: {nar} (--precision {args.precision}); the AR runs in fp32")
     notes.append(
         f"sampling: temperature {options.temperature:g}, top-k {options.top_k}, "
         f"top-p {options.top_p:g}, seed {args.seed}"

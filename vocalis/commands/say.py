@@ -35,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="sentences per batch (default 4)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="precision of the non-autoregressive stage; auto (the default) is bf16 where the "
+        "device has native bf16 units (AMX or AVX-512 BF16 CPUs, most GPUs), else fp32",
+    )
     p.set_defaults(handler=run_say)
 
 
@@ -76,7 +83,9 @@ def run_say(args: argparse.Namespace) -> int:
         voice = EXAMPLE_VOICE
         if prompt_text is None:
             prompt_text = EXAMPLE_VOICE.with_suffix(".txt").read_text().strip()
-    synth = Synthesizer.load(args.model, args.codec, asr_path=args.asr, device=args.device)
+    synth = Synthesizer.load(
+        args.model, args.codec, asr_path=args.asr, device=args.device, precision=args.precision
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prompt = synth.prompt_from_file(voice, prompt_text)
