@@ -282,13 +282,7 @@ def _register_tts(sub: argparse._SubParsersAction) -> None:
         "--out", default=None, help="folder for report.json, report.md and the synthesised audio"
     )
     tts.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    tts.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="precision of the TTS's non-autoregressive stage (default auto: bf16 where the "
-        "CPU or GPU has native bf16 units)",
-    )
+    add_precision_argument(tts, "the TTS's non-autoregressive stage (the AR runs in fp32)")
     add_sampling_arguments(tts)
     tts.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     tts.set_defaults(handler=run_tts)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vocalis.commands.transcribe import add_precision_argument
+
 # The example voice shipped with the repository: an LJ Speech clip (public domain) and its
 # transcript beside it, used when no --voice is given.
 EXAMPLE_VOICE = Path(__file__).resolve().parents[2] / "models" / "voices" / "ljspeech.wav"
@@ -35,13 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="sentences per batch (default 4)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="precision of the non-autoregressive stage; auto (the default) is bf16 where the "
-        "device has native bf16 units (AMX or AVX-512 BF16 CPUs, most GPUs), else fp32",
-    )
+    add_precision_argument(p, "the non-autoregressive stage (the AR runs in fp32)")
     p.set_defaults(handler=run_say)
 
 

@@ -72,13 +72,14 @@ def _common(parser: argparse.ArgumentParser, *, beam_size: int) -> None:
     add_precision_argument(parser)
 
 
-def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+def add_precision_argument(parser: argparse.ArgumentParser, what: str = "the weights") -> None:
+    """--precision auto|fp32|bf16, for `core.checkpoint.inference_dtype`."""
     parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
         default="auto",
-        help="weights' precision for decoding; auto (the default) is bf16 where the device "
-        "has native bf16 units (AMX or AVX-512 BF16 CPUs, most GPUs), else fp32",
+        help=f"precision of {what}; auto (the default) is bf16 where the device has native "
+        "bf16 units (AMX or AVX-512 BF16 CPUs, most GPUs), else fp32",
     )
 
 
