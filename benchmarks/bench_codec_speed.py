@@ -38,13 +38,13 @@ class Runner:
     decode: Callable[[object], torch.Tensor]
 
 
-def ours() -> Runner:
+def ours(decoder: str = "conv") -> Runner:
     from codec import Codec, CodecDims
 
-    model = Codec(CodecDims()).eval()
+    model = Codec(CodecDims(decoder=decoder)).eval()
     n = next(n for n in range(1, model.num_codebooks + 1) if model.bitrate(n) >= 6000)
     return Runner(
-        f"vocalis Codec ({n} codebooks)",
+        f"vocalis Codec, {decoder} decoder ({n} codebooks)",
         sum(p.numel() for p in model.parameters()),
         lambda wav: model.encode(wav, n),
         model.decode,
@@ -83,7 +83,12 @@ def dac() -> Runner:
     )
 
 
-BUILDERS = {"ours": ours, "encodec": encodec, "dac": dac}
+BUILDERS = {
+    "ours": ours,
+    "ours_istft": lambda: ours("istft"),
+    "encodec": encodec,
+    "dac": dac,
+}
 
 
 def test_signal(seconds: float) -> torch.Tensor:

@@ -60,7 +60,10 @@ def model_context(model: CompressionModel) -> Context:
 
 def _conv_span(module: nn.Module, *, reverse: bool) -> int:
     """Receptive field in samples at the waveform end: the input (encoder, forward) or the
-    output (decoder, walked backwards). Residual branches only add to it in parallel."""
+    output (decoder, walked backwards). Residual branches only add to it in parallel. A
+    module that knows its own span (`receptive_span()`, the iSTFT decoder) says it."""
+    if hasattr(module, "receptive_span"):
+        return int(module.receptive_span())
     convs = [m for m in module.modules() if isinstance(m, nn.Conv1d | nn.ConvTranspose1d)]
     span, step = 0, 1  # step: waveform samples per position at the current layer
     for m in reversed(convs) if reverse else convs:

@@ -37,7 +37,7 @@ from codec.bitstream import (
 )
 from codec.chunking import ChunkDecoder, ChunkEncoder, chunk_frames, encode_batch
 from codec.interface import CompressionModel
-from codec.model import SHIPPED_CHECKPOINT, load_codec
+from codec.model import SHIPPED_CHECKPOINT, load_codec, same_codes
 from core.audio import (
     AUDIO_SUFFIXES,
     SAVE_FORMATS,
@@ -61,10 +61,13 @@ READ_SECONDS = 60.0  # input block; files up to this long are batched in memory
 
 @dataclass(frozen=True)
 class LoadedCodec:
-    """A codec model and the SHA-256 of its weights file, which names it in `.vcd` files."""
+    """A codec model and the SHA-256 of its weights file, which names it in `.vcd` files.
+    `same_codes` holds the ids of earlier codecs with the same encoder and codebooks (a
+    decoder trained anew): their files decode with this one."""
 
     model: CompressionModel
     model_id: str
+    same_codes: frozenset[str] = frozenset()
 
     @property
     def info(self) -> ModelInfo:
@@ -98,7 +101,9 @@ def load(path: str | os.PathLike | None = None, *, device: str = "cpu") -> Loade
     weights, _ = checkpoint_paths(path or SHIPPED_CHECKPOINT)
     if not weights.is_file():
         raise CheckpointError(f"no codec model at '{weights}'; train one or pass --model")
-    return LoadedCodec(load_codec(weights, device=device), weights_sha256(weights))
+    return LoadedCodec(
+        load_codec(weights, device=device), weights_sha256(weights), same_codes(weights)
+    )
 
 
 def n_codebooks_for(model: CompressionModel, kbps: float) -> int:
@@ -212,12 +217,12 @@ def compress_many(
 
 
 def _check_model(header: Header, codec: LoadedCodec) -> None:
-    if header.model.id != codec.model_id:
+    if header.model.id != codec.model_id and header.model.id not in codec.same_codes:
         raise BitstreamError(
             f"file was made with codec model {header.model.id[:12]}..., "
             f"but the loaded model is {codec.model_id[:12]}...; decode it with that model"
         )
-    if header.model != codec.info:
+    if replace(header.model, id=codec.model_id) != codec.info:
         raise BitstreamError("file's codec layout differs from the loaded model's")
 
 

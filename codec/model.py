@@ -19,11 +19,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec.interface import CompressionModel
-from codec.modules import Decoder, Encoder
+from codec.modules import Decoder, Encoder, IStftDecoder
 from codec.quantize import ResidualVQ
-from core.checkpoint import load_model, save_model
+from core.checkpoint import (
+    checkpoint_paths,
+    load_model,
+    read_model_checkpoint,
+    save_model,
+    weights_sha256,
+)
 
 KIND = "codec"
+DECODERS = ("conv", "istft")
 # The trained codec shipped with the repository (weights + dims JSON beside it).
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "codec" / "codec.safetensors"
 
@@ -46,6 +53,13 @@ class CodecDims:
     causal: bool = False  # left-only padding: streaming, one frame of lookahead at most
     quantizer_dropout: float = 0.5  # probability an item trains with a random n in [1, Q]
     dead_code_steps: int = 100  # re-seed codes unused for this many training steps; 0: never
+    # "conv": the transposed-conv decoder above (decoder_channels); "istft": Vocos-style
+    # blocks at the frame rate and an inverse STFT (istft_*), non-causal only.
+    decoder: str = "conv"
+    istft_dim: int = 512
+    istft_hidden: int = 1536
+    istft_layers: int = 8
+    istft_n_fft: int = 1280
 
     def __post_init__(self) -> None:
         n = len(self.strides) + 1
@@ -53,6 +67,10 @@ class CodecDims:
             raise ValueError(f"encoder and decoder need {n} channel widths for {n - 1} strides")
         if not 0.0 <= self.quantizer_dropout <= 1.0:
             raise ValueError("quantizer_dropout is a probability")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.decoder == "istft" and self.causal:
+            raise ValueError("the istft decoder is non-causal; a causal codec needs decoder 'conv'")
 
     @property
     def hop_length(self) -> int:
@@ -82,7 +100,17 @@ def build_encoder(dims: CodecDims) -> Encoder:
     )
 
 
-def build_decoder(dims: CodecDims) -> Decoder:
+def build_decoder(dims: CodecDims) -> nn.Module:
+    if dims.decoder == "istft":
+        return IStftDecoder(
+            dims.latent_dim,
+            dims.hop_length,
+            dim=dims.istft_dim,
+            hidden=dims.istft_hidden,
+            layers=dims.istft_layers,
+            n_fft=dims.istft_n_fft,
+            kernel_size=dims.kernel_size,
+        )
     return Decoder(
         dims.decoder_channels,
         tuple(reversed(dims.strides)),
@@ -182,3 +210,16 @@ def save_codec(
 def load_codec(path: str | os.PathLike, *, device: str = "cpu") -> Codec:
     """Rebuild a `Codec` from a checkpoint (eval mode); the dims come from the file."""
     return load_model(path, Codec, CodecDims, kind=KIND, device=device)
+
+
+def same_codes(path: str | os.PathLike) -> frozenset[str]:
+    """The SHA-256s of every codec file whose codes this checkpoint decodes as their own:
+    its own, and those of the codecs it kept the encoder and codebooks of (a decoder
+    trained anew with `parts.freeze`, recorded as `training.same_codes_as`). Tokens, `.vcd`
+    files and TTS models made with any of them are this codec's too."""
+    weights, _ = checkpoint_paths(path)
+    training = read_model_checkpoint(weights, kind=KIND, dims_cls=CodecDims).training
+    earlier = training.get("same_codes_as", [])
+    if not isinstance(earlier, list) or not all(isinstance(h, str) for h in earlier):
+        earlier = []
+    return frozenset([weights_sha256(weights), *earlier])

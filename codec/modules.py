@@ -269,3 +269,89 @@ class Decoder(nn.Module):
 
     def forward(self, latent: Tensor) -> Tensor:  # (B, D, F) -> (B, 1, F * hop)
         return self.layers(latent)
+
+
+class FrameBlock(nn.Module):
+    """A ConvNeXt block at the code frame rate (Vocos's backbone, with Snake for GELU):
+    depthwise conv -> layer norm over channels -> 1x1 up -> Snake -> 1x1 down, scaled skip."""
+
+    def __init__(self, dim: int, hidden: int, *, kernel_size: int, layer_scale: float) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Conv1d(dim, hidden, 1)
+        self.act = Snake(hidden)
+        self.down = nn.Conv1d(hidden, dim, 1)
+        self.scale = nn.Parameter(torch.full((dim, 1), layer_scale))  # (C, 1)
+        self.scale.no_weight_decay = True
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, F) -> (B, C, F)
+        y = self.depthwise(x)
+        y = self.norm(y.transpose(1, 2)).transpose(1, 2)
+        y = self.down(self.act(self.up(y)))
+        return x + self.scale * y
+
+
+class IStftDecoder(nn.Module):
+    """Latent to waveform through a short-time spectrum (Vocos): every layer runs at the
+    code frame rate, and a 1x1 head predicts each frame's log-magnitude and phase for an
+    inverse STFT with hop `hop_length`. No transposed convolutions, no layer at the audio
+    rate: the whole decoder costs about what one 24 kHz conv stage costs in `Decoder`.
+
+    Non-causal only: the inverse STFT's window reaches `n_fft / 2` samples ahead.
+    (B, latent_dim, F) -> (B, 1, F * hop_length).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        hop_length: int,
+        *,
+        dim: int = 512,
+        hidden: int = 1536,
+        layers: int = 8,
+        n_fft: int = 1280,
+        kernel_size: int = 7,
+    ) -> None:
+        super().__init__()
+        if n_fft < 2 * hop_length or n_fft % 2:
+            raise ValueError(f"n_fft must be even and >= 2 * hop ({2 * hop_length}), got {n_fft}")
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.hop_length, self.n_fft, self.kernel_size = hop_length, n_fft, kernel_size
+        self.input = weight_norm(nn.Conv1d(latent_dim, dim, kernel_size, padding=kernel_size // 2))
+        self.input_norm = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(
+            FrameBlock(dim, hidden, kernel_size=kernel_size, layer_scale=1.0 / layers)
+            for _ in range(layers)
+        )
+        self.output_norm = nn.LayerNorm(dim)
+        self.head = nn.Conv1d(dim, n_fft + 2, 1)  # log-magnitude and phase per bin
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def receptive_span(self) -> int:
+        """Samples of output that one latent frame's value can reach (both sides together)."""
+        frames = (self.kernel_size - 1) * (len(self.blocks) + 1)
+        return frames * self.hop_length + self.n_fft
+
+    def spectrum(self, latent: Tensor) -> Tensor:  # (B, D, F) -> (B, n_fft/2 + 1, F) complex
+        x = self.input(latent)
+        x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        x = self.output_norm(x.transpose(1, 2)).transpose(1, 2)
+        log_mag, phase = self.head(x).float().chunk(2, dim=1)  # (B, n_fft/2 + 1, F) each
+        mag = log_mag.clamp(max=6.0).exp()  # clamped: e^6 is far above any real bin
+        return torch.polar(mag, phase)
+
+    def forward(self, latent: Tensor) -> Tensor:  # (B, D, F) -> (B, 1, F * hop)
+        spec = self.spectrum(latent)
+        wav = torch.istft(
+            spec,
+            self.n_fft,
+            hop_length=self.hop_length,
+            window=self.window,
+            center=True,
+            length=latent.shape[-1] * self.hop_length,
+        )
+        return wav.unsqueeze(1)

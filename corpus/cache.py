@@ -73,16 +73,23 @@ class CodecEncoder:
     model: Any  # codec.interface.CompressionModel, in eval mode
     weights_hash: str
     n_codebooks: int | None = None  # None: all of the model's codebooks
+    # Hashes of the codecs whose codes this one shares (codec.model.same_codes): tokens
+    # made with any of them are this codec's tokens.
+    same_codes: frozenset[str] = frozenset()
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, n_codebooks: int | None = None):
-        from codec.model import load_codec
+        from codec.model import load_codec, same_codes
         from core.checkpoint import weights_sha256
 
         model = load_codec(path).eval()
         if n_codebooks is not None and not 1 <= n_codebooks <= model.num_codebooks:
             raise ValueError(f"n_codebooks must be in [1, {model.num_codebooks}]")
-        return cls(model, weights_sha256(path), n_codebooks)
+        return cls(model, weights_sha256(path), n_codebooks, same_codes(path))
+
+    def speaks(self, codec_sha256: str) -> bool:
+        """Whether tokens made with the codec of that weights hash are this codec's."""
+        return codec_sha256 == self.weights_hash or codec_sha256 in self.same_codes
 
     @property
     def name(self) -> str:

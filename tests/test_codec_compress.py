@@ -47,9 +47,12 @@ def noise(channels: int, samples: int, seed: int = 0) -> torch.Tensor:
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_chunked_codes_and_audio_equal_one_pass(causal):
-    codec = tiny(causal=causal)
+ISTFT = dict(decoder="istft", istft_dim=16, istft_hidden=32, istft_layers=2, istft_n_fft=160)
+
+
+@pytest.mark.parametrize("dims", [{}, {"causal": True}, ISTFT], ids=["conv", "causal", "istft"])
+def test_chunked_codes_and_audio_equal_one_pass(dims):
+    codec = tiny(**dims)
     wav = noise(1, 9001)
     one = encode_batch(codec.model, [wav], 4, chunk_frames(codec.model, 100))[0]
     for seconds in (0.01, 0.05, 0.13):

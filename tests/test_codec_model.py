@@ -271,3 +271,49 @@ def test_import_codec_stays_light():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+ISTFT = dict(decoder="istft", istft_dim=64, istft_hidden=128, istft_layers=2, istft_n_fft=160)
+
+
+def test_istft_decoder_keeps_every_length_and_is_non_causal_only():
+    model = tiny(**ISTFT).eval()
+    hop = model.hop_length
+    with torch.no_grad():
+        for length in (1, hop - 1, hop + 1, 2401):
+            wav = torch.randn(2, 1, length) * 0.1
+            codes = model.encode(wav)
+            assert model.decode(codes).shape == (2, 1, codes.shape[-1] * hop)
+            assert model.reconstruct(wav).shape == wav.shape
+    with pytest.raises(ValueError, match="non-causal"):
+        CodecDims(**{**TINY.__dict__, **ISTFT, "causal": True})
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        CodecDims(**{**TINY.__dict__, "decoder": "wavenet"})
+    with pytest.raises(ValueError, match="n_fft must be even"):
+        tiny(**{**ISTFT, "istft_n_fft": 2 * hop - 2})
+
+
+def test_a_new_istft_decoder_learns_to_decode_frozen_codes():
+    """Decoder-only training on the codes of a fixed encoder and quantizer (what
+    `parts.freeze` does): the reconstruction improves and the codes never change."""
+    from training.codec_task import freeze_parts
+
+    model = tiny(**ISTFT, quantizer_dropout=0.0).train()
+    freeze_parts(model, ("encoder", "quantizer"))
+    wav = _clip()
+    with torch.no_grad():
+        codes = model.eval().encode(wav)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.requires_grad for p in model.decoder.parameters())
+    opt = torch.optim.Adam(trainable, lr=3e-3)
+    history = []
+    for _ in range(80):
+        recon, _ = _losses(model, wav)
+        opt.zero_grad()
+        recon.backward()
+        opt.step()
+        history.append(recon.item())
+    assert sum(history[-5:]) < 0.6 * sum(history[:5]), history[::10]
+    with torch.no_grad():
+        assert torch.equal(model.eval().encode(wav), codes)

@@ -399,6 +399,8 @@ def test_vocalis_train_codec_init_starts_from_a_model(tmp_path, capsys):
         ({"loss": {"adversarial_kind": "x"}}, "adversarial_kind must be one of"),
         ({"codec": {"not_a_dim": 1}}, "codec: unknown key 'not_a_dim'"),
         ({"train": {"warmup_steps": 50}}, "warmup_steps must be in [0, max_steps=3]"),
+        ({"parts": {"freeze": ["encoder"]}}, "parts.freeze needs --init"),
+        ({"parts": {"freeze": ["encoders"]}}, "freeze: unknown part 'encoders'"),
     ],
 )
 def test_config_errors_are_one_line_naming_the_key(tmp_path, capsys, patch, message):
@@ -411,3 +413,44 @@ def test_config_errors_are_one_line_naming_the_key(tmp_path, capsys, patch, mess
     code = main(["train", "codec", "--config", str(path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_new_decoder_for_frozen_codes_keeps_their_meaning(tmp_path, capsys):
+    """`parts.freeze` with --init: a decoder of another kind trained on the codes of an
+    existing codec. Encoder and codebooks come through bit for bit, so its codes equal the
+    old codec's, and `.vcd` files and TTS models made with the old codec stay valid."""
+    pytest.importorskip("codec.model")
+    from codec import compress as C
+    from codec.model import load_codec, same_codes
+    from core.checkpoint import weights_sha256
+
+    manifest = _manifest(tmp_path)
+    base = ["train", "codec", "--manifest", str(manifest), "--steps", "2"]
+    assert main([*base, "--config", str(TINY_CONFIG), "--out", str(tmp_path / "a")]) == 0
+    first = tmp_path / "a" / "model.safetensors"
+    config = json.loads(TINY_CONFIG.read_text())
+    config["codec"].update(decoder="istft", istft_dim=16, istft_hidden=32, istft_layers=1)
+    config["parts"] = {"freeze": ["encoder", "quantizer"]}
+    path = tmp_path / "istft.json"
+    path.write_text(json.dumps(config))
+    args = [*base, "--config", str(path), "--out", str(tmp_path / "b"), "--init", str(first)]
+    assert main(args) == 0
+    assert "the decoder starts anew" in capsys.readouterr().out
+    old, new = load_codec(first), load_codec(tmp_path / "b" / "model")
+    assert new.dims.decoder == "istft"
+    kept = [k for k in old.state_dict() if not k.startswith("decoder.") and "unused_steps" not in k]
+    assert kept and all(torch.equal(old.state_dict()[k], new.state_dict()[k]) for k in kept)
+    wav = torch.randn(2, 1, 6000) * 0.1
+    with torch.no_grad():
+        assert torch.equal(old.encode(wav), new.encode(wav))
+    second = tmp_path / "b" / "model.safetensors"
+    assert same_codes(second) == {weights_sha256(second), weights_sha256(first)}
+    assert same_codes(first) == {weights_sha256(first)}
+
+    # A file compressed with the old codec decodes with the new one, not the reverse.
+    options = C.CompressOptions(kbps=old.bitrate(4) / 1000, chunk_seconds=0.1)
+    data = C.compress_audio(wav[0], 24000, C.load(first), options)
+    audio, rate = C.decompress_bytes(data, C.load(second))
+    assert rate == 24000 and audio.shape == (1, 6000)
+    with pytest.raises(C.BitstreamError, match="made with codec model"):
+        C.decompress_bytes(C.compress_audio(wav[0], 24000, C.load(second), options), C.load(first))

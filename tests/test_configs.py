@@ -29,13 +29,14 @@ def test_shipped_config_is_accepted(path):
     if kind == "codec":
         from codec.model import CodecDims
         from training.codec_losses import CodecLossWeights
-        from training.codec_task import CropConfig
+        from training.codec_task import CodecParts, CropConfig
         from training.discriminators import DiscriminatorDims
 
         config, name, train = _load_run_config(_args(path), SECTIONS)
         dims = build(CodecDims, config.get("codec", {}), name)
         build(DiscriminatorDims, config.get("discriminator", {}), name)
         build(CodecLossWeights, config.get("loss", {}), name)
+        build(CodecParts, config.get("parts", {}), name)
         specs, data = data_section(config, _args(path), name)
         build(CropConfig, data, name, sample_rate=dims.sample_rate, seed=train.seed)
     elif kind == "asr":

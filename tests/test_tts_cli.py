@@ -256,3 +256,31 @@ def test_train_valle_from_a_token_pack_without_the_audio(trained, tmp_path, caps
     (tmp_path / "c.json").write_text(json.dumps(config))
     assert main([*argv, "--out", str(tmp_path / "run2")]) == 2
     assert "made with another codec" in capsys.readouterr().err
+    # A codec that kept this one's encoder and codebooks takes the pack as its own.
+    from core.checkpoint import weights_sha256
+
+    kept = {"same_codes_as": [weights_sha256(codec_path)]}
+    config["data"]["codec"] = str(save_codec(tmp_path / "kept", Codec(CODEC), training=kept))
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    assert main([*argv, "--out", str(tmp_path / "run3")]) == 0
+
+
+def test_a_codec_that_kept_the_codes_speaks_for_the_tts_without_a_warning(trained, tmp_path):
+    """A decoder trained anew on frozen codes (`parts.freeze`) records the codec it kept the
+    codes of; the TTS trained on that codec's tokens takes it without a warning, and warns
+    for any other codec."""
+    import warnings
+
+    from core.checkpoint import weights_sha256
+    from tts.synthesize import Synthesizer
+
+    _, codec_path, model = trained
+    torch.manual_seed(1)
+    kept = {"same_codes_as": [weights_sha256(codec_path)]}
+    same = save_codec(tmp_path / "same", Codec(CODEC).eval(), training=kept)
+    other = save_codec(tmp_path / "other", Codec(CODEC).eval())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Synthesizer.load(model, same)
+    with pytest.warns(UserWarning, match="weights differ from those the TTS was trained with"):
+        Synthesizer.load(model, other)

@@ -161,6 +161,41 @@ def crop_sampler_factory(num_items: int, batch_size: int, seed: int):
 # ---------------------------------------------------------------------------------------
 # The task
 
+CODEC_PARTS = ("encoder", "quantizer", "decoder")
+
+
+@dataclass(frozen=True)
+class CodecParts:
+    """Which parts of the codec stay as `--init` gave them.
+
+    Freezing the encoder and the quantizer trains a new decoder for the same codes: every
+    token already made with the codec (the TTS's training data, `.vcd` files) still means
+    the same thing.
+    """
+
+    freeze: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.freeze) - set(CODEC_PARTS))
+        if unknown:
+            raise ValueError(
+                f"freeze: unknown part {unknown[0]!r} (parts: {', '.join(CODEC_PARTS)})"
+            )
+        if set(self.freeze) == set(CODEC_PARTS):
+            raise ValueError("freeze: every part frozen leaves nothing to train")
+
+
+def freeze_parts(codec: nn.Module, parts: Sequence[str]) -> None:
+    """Stop gradients to the named parts; a frozen quantizer also keeps its codebooks
+    (no dead-code replacement) while quantizer dropout goes on."""
+    for name in parts:
+        module = getattr(codec, name)
+        for p in module.parameters():
+            p.requires_grad_(False)
+        if name == "quantizer":
+            for stage in module.stages:
+                stage.dead_code_steps = 0
+
 
 class CodecTask(TrainTask):
     """Trains a codec (any module whose forward returns a CodecOutput) against `Discriminators`.
@@ -183,6 +218,9 @@ class CodecTask(TrainTask):
             weights,
         )
         self.mel_configs = weights.mel_configs(codec.sample_rate)
+        # Ids of the codecs whose encoder and codebooks this one keeps frozen (see
+        # codec.model.same_codes); written into the exported model's training record.
+        self.same_codes_as: list[str] = []
         # (real, detached fake) per micro-batch, from the generator step to the discriminator's
         self._fakes: collections.deque[tuple[torch.Tensor, torch.Tensor]] = collections.deque()
 
@@ -197,6 +235,9 @@ class CodecTask(TrainTask):
 
     def export(self) -> tuple[nn.Module, Any]:
         return self.codec, self.dims
+
+    def export_notes(self) -> dict[str, Any]:
+        return {"same_codes_as": self.same_codes_as} if self.same_codes_as else {}
 
     def loss(self, part: str, batch: torch.Tensor, modules: dict[str, nn.Module]) -> LossOutput:
         wav = batch  # (B, 1, T)

@@ -131,6 +131,10 @@ class TrainTask:
         """The inference model and its dimensions dataclass, saved at the end of training."""
         raise NotImplementedError
 
+    def export_notes(self) -> dict[str, Any]:
+        """Extra entries for the exported model's training record (JSON values)."""
+        return {}
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
@@ -413,6 +417,7 @@ class Trainer:
             * self.config.grad_accum
             * self.dist.world_size,
             "config": dataclasses.asdict(self.config),
+            **self.task.export_notes(),
         }
         with self.eval_weights():
             return save_model(

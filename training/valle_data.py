@@ -46,7 +46,7 @@ def load_phonemes(texts: Sequence[str], path: Path, phonemize, *, batch: int = 2
 def _pack_pairs(path: str, encoder: CodecEncoder) -> list[tuple[Utterance, torch.Tensor]]:
     """A token pack's utterances with their codes, checking it came from `encoder`'s codec."""
     pack = read_token_pack(path)
-    if pack.codec_sha256 != encoder.weights_hash:
+    if not encoder.speaks(pack.codec_sha256):
         raise VocalisError(
             f"token pack '{path}' was made with another codec (weights "
             f"{pack.codec_sha256[:12]}, this one {encoder.weights_hash[:12]})"

@@ -68,7 +68,7 @@ class Synthesizer:
         model: VALLE,
         codec: CompressionModel,
         *,
-        codec_sha256: str | None = None,
+        codec_sha256: str | frozenset[str] | None = None,
         asr_path: str | os.PathLike | None = None,
     ) -> None:
         d = model.dims
@@ -79,7 +79,10 @@ class Synthesizer:
                 f"the TTS speaks a codec of (rate, frame rate, codebook size) {expected} with "
                 f"{d.n_codebooks} codebooks; this codec has {got} and {codec.num_codebooks}"
             )
-        if codec_sha256 and d.codec_sha256 and codec_sha256 != d.codec_sha256:
+        # The ids whose codes this codec speaks: its own, and earlier codecs it kept the
+        # encoder and codebooks of (codec.model.same_codes).
+        ids = {codec_sha256} if isinstance(codec_sha256, str) else set(codec_sha256 or ())
+        if ids and d.codec_sha256 and d.codec_sha256 not in ids:
             warnings.warn(
                 "the codec's weights differ from those the TTS was trained with; "
                 "the voice may sound wrong",
@@ -107,14 +110,14 @@ class Synthesizer:
         of the NAR, whose passes over whole utterances are large matrix products. The AR
         stays fp32: it steps one frame at a time, and in bf16 each step took longer on the
         CPU (RTF 0.38 against 0.27 for the AR's share), while the NAR's share halved."""
-        from codec.model import SHIPPED_CHECKPOINT, load_codec
-        from core.checkpoint import inference_dtype, weights_sha256
+        from codec.model import SHIPPED_CHECKPOINT, load_codec, same_codes
+        from core.checkpoint import inference_dtype
 
         codec_path = Path(codec_path or SHIPPED_CHECKPOINT)
         model = load_valle(model_path, device=device)
         model.nar.to(inference_dtype(device, precision))
         codec = load_codec(codec_path).to(device)
-        return cls(model, codec, codec_sha256=weights_sha256(codec_path), asr_path=asr_path)
+        return cls(model, codec, codec_sha256=same_codes(codec_path), asr_path=asr_path)
 
     @property
     def sample_rate(self) -> int:

@@ -5,6 +5,7 @@ each mapped onto a frozen dataclass (unknown keys are refused, naming the key):
 
     "train"          training.trainer.TrainConfig (out_dir defaults to runs/<config name>)
     "codec"          codec.model.CodecDims
+    "parts"          training.codec_task.CodecParts: parts kept frozen as --init gave them
     "discriminator"  training.discriminators.DiscriminatorDims
     "loss"           training.codec_losses.CodecLossWeights
     "data"           training.codec_task.CropConfig (its sample_rate is the codec's, its
@@ -31,7 +32,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("train", "codec", "discriminator", "loss", "data", "notes")
+SECTIONS = ("train", "codec", "parts", "discriminator", "loss", "data", "notes")
 ASR_SECTIONS = ("train", "model", "tokenizer", "data", "augment", "loss", "notes")
 
 
@@ -229,11 +230,13 @@ def run_codec(args: argparse.Namespace) -> int:
     from corpus.manifest import read_manifest
     from training.codec_losses import CodecLossWeights
     from training.codec_task import (
+        CodecParts,
         CodecTask,
         CropConfig,
         CropDataset,
         collate_crops,
         crop_sampler_factory,
+        freeze_parts,
     )
     from training.discriminators import DiscriminatorDims, Discriminators
     from training.trainer import Trainer
@@ -242,6 +245,9 @@ def run_codec(args: argparse.Namespace) -> int:
     dims = build(CodecDims, config.get("codec", {}), f"{name}: codec")
     disc_dims = build(DiscriminatorDims, config.get("discriminator", {}), f"{name}: discriminator")
     weights = build(CodecLossWeights, config.get("loss", {}), f"{name}: loss")
+    parts = build(CodecParts, config.get("parts", {}), f"{name}: parts")
+    if parts.freeze and args.init is None:
+        raise VocalisError(f"{name}: parts.freeze needs --init (the parts to keep)")
     specs, data = data_section(config, args, name)
     crop = build(CropConfig, data, f"{name}: data", sample_rate=dims.sample_rate, seed=train.seed)
 
@@ -261,10 +267,22 @@ def run_codec(args: argparse.Namespace) -> int:
         from core.checkpoint import load_weights
 
         start = load_codec(args.init)
-        if start.dims != dims:
+        if start.dims == dims:
+            load_weights(codec, start.state_dict(), source=str(args.init))
+        elif _same_codes(start.dims, dims):
+            # A new decoder for the same encoder and codebooks: those two are taken over.
+            state = {k: v for k, v in start.state_dict().items() if not k.startswith("decoder.")}
+            for key, value in state.items():
+                codec.state_dict()[key].copy_(value)
+            print(f"--init {args.init}: encoder and quantizer taken over; the decoder starts anew")
+        else:
             raise VocalisError(f"--init {args.init}: its codec dims differ from the config's")
-        load_weights(codec, start.state_dict(), source=str(args.init))
+    freeze_parts(codec, parts.freeze)
     task = CodecTask(codec, dims, Discriminators(disc_dims), weights)
+    if {"encoder", "quantizer"} <= set(parts.freeze):
+        from codec.model import same_codes
+
+        task.same_codes_as = sorted(same_codes(args.init))  # the codes keep their meaning
     out_dir = Path(train.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
@@ -272,6 +290,7 @@ def run_codec(args: argparse.Namespace) -> int:
         {
             "train": dataclasses.asdict(train),
             "codec": dataclasses.asdict(dims),
+            "parts": dataclasses.asdict(parts),
             "discriminator": dataclasses.asdict(disc_dims),
             "loss": dataclasses.asdict(weights),
             "data": {**dataclasses.asdict(crop), "manifests": [vars(s) for s in specs]},
@@ -298,6 +317,18 @@ def run_codec(args: argparse.Namespace) -> int:
         f"done: step {result.step} in {result.seconds:.1f} s{mel_text}; model {result.model_path}"
     )
     return 0
+
+
+def _same_codes(a, b) -> bool:
+    """Whether two CodecDims differ only in their decoder (so the codes mean the same)."""
+    decoder_fields = {"decoder", "decoder_channels"} | {
+        f.name for f in dataclasses.fields(a) if f.name.startswith("istft_")
+    }
+    return all(
+        getattr(a, f.name) == getattr(b, f.name)
+        for f in dataclasses.fields(a)
+        if f.name not in decoder_fields
+    )
 
 
 def _export_or_fit(trainer, args: argparse.Namespace):
