@@ -150,6 +150,13 @@ def test_vocalis_eval_codec_on_a_tiny_checkpoint(tmp_path, capsys):
     assert main([*args, "--json", "--no-baselines", "--no-visqol"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["systems"]) == 3 and report["notes"]["visqol"].startswith("skipped")
+    # Two checkpoints side by side; equal file names are told apart by their folders.
+    (tmp_path / "b").mkdir()
+    other = save_model(tmp_path / "b" / "tiny", model_mod.Codec(dims), dims, kind="codec")
+    both = [*args, "--checkpoint", str(other), "--kbps", "6", "--json", "--no-baselines"]
+    assert main([*both, "--no-visqol"]) == 0
+    names = [s["name"] for s in json.loads(capsys.readouterr().out)["systems"]]
+    assert names == [f"{tmp_path.name}/tiny 6 kbps (8 cb)", "b/tiny 6 kbps (8 cb)"]
 
 
 def test_vocalis_eval_codec_errors(tmp_path, capsys):

@@ -29,7 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--audio files, else the held-out split of --manifest (default: the real-speech "
         "imports, ljspeech and librispeech, under $VOCALIS_DATA).",
     )
-    codec.add_argument("--checkpoint", default=None, help="codec checkpoint (none: baselines only)")
+    codec.add_argument(
+        "--checkpoint",
+        action="append",
+        default=None,
+        help="codec checkpoint (repeatable: codecs side by side in one table; none: baselines only)",
+    )
     codec.add_argument("--manifest", action="append", default=None, help="manifest (repeatable)")
     codec.add_argument("--split", default="test", help="manifest split to use (default: test)")
     codec.add_argument("--audio", action="append", default=None, help="audio file (repeatable)")
@@ -81,6 +86,14 @@ def _clips(args: argparse.Namespace) -> list[str]:
     return clips
 
 
+def _system_names(paths: list[str]) -> list[str]:
+    """A row name per checkpoint: its file stem, or folder/stem where stems repeat."""
+    stems = [Path(p).with_suffix("").name for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{Path(p).parent.name}/{stem}" for p, stem in zip(paths, stems)]
+
+
 def run_codec(args: argparse.Namespace) -> int:
     from codec.evaluate import (
         CODEC_KBPS,
@@ -93,15 +106,19 @@ def run_codec(args: argparse.Namespace) -> int:
 
     clips = _clips(args)
     systems, codec_rate = [], 24000
-    if args.checkpoint is not None:
+    kbps = tuple(args.kbps) if args.kbps else CODEC_KBPS
+    if any(k <= 0 for k in kbps):
+        raise VocalisError(f"--kbps must be positive, got {list(kbps)}")
+    if args.checkpoint:
         from codec.model import load_codec
 
-        model = load_codec(args.checkpoint).eval()
-        codec_rate = model.sample_rate
-        kbps = tuple(args.kbps) if args.kbps else CODEC_KBPS
-        if any(k <= 0 for k in kbps):
-            raise VocalisError(f"--kbps must be positive, got {list(kbps)}")
-        systems += codec_systems(model, kbps, name=Path(args.checkpoint).stem)
+        rates = set()
+        for path, name in zip(args.checkpoint, _system_names(args.checkpoint)):
+            model = load_codec(path).eval()
+            rates.add(codec_rate := model.sample_rate)
+            systems += codec_systems(model, kbps, name=name)
+        if len(rates) > 1:
+            raise VocalisError(f"the checkpoints run at different sample rates {sorted(rates)}")
     if not args.no_baselines:
         systems += baseline_systems()
     if not systems:
