@@ -22,9 +22,8 @@ from codec.interface import CompressionModel
 from codec.modules import Decoder, Encoder, IStftDecoder
 from codec.quantize import ResidualVQ
 from core.checkpoint import (
-    checkpoint_paths,
     load_model,
-    read_model_checkpoint,
+    read_model_training,
     save_model,
     weights_sha256,
 )
@@ -217,9 +216,7 @@ def same_codes(path: str | os.PathLike) -> frozenset[str]:
     its own, and those of the codecs it kept the encoder and codebooks of (a decoder
     trained anew with `parts.freeze`, recorded as `training.same_codes_as`). Tokens, `.vcd`
     files and TTS models made with any of them are this codec's too."""
-    weights, _ = checkpoint_paths(path)
-    training = read_model_checkpoint(weights, kind=KIND, dims_cls=CodecDims).training
-    earlier = training.get("same_codes_as", [])
+    earlier = read_model_training(path, kind=KIND).get("same_codes_as", [])
     if not isinstance(earlier, list) or not all(isinstance(h, str) for h in earlier):
         earlier = []
-    return frozenset([weights_sha256(weights), *earlier])
+    return frozenset([weights_sha256(path), *earlier])

@@ -163,10 +163,35 @@ def read_model_checkpoint(
     path: str | os.PathLike, *, kind: str, dims_cls: type[D]
 ) -> ModelCheckpoint:
     """Read weights and metadata, checking format, version and kind."""
+    weights_path = _existing_weights(path)
+    meta, tensors = _read_safetensors(weights_path)
+    _check_meta(meta, weights_path, kind)
+    dims = dims_from_dict(dims_cls, meta.get("dims", {}))
+    return ModelCheckpoint(kind, dims, tensors, meta.get("training", {}), weights_path)
+
+
+def read_model_training(path: str | os.PathLike, *, kind: str) -> dict:
+    """A checkpoint's training record from its safetensors header alone (no tensors read),
+    checking format, version and kind as `read_model_checkpoint` does."""
+    weights_path = _existing_weights(path)
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            header = dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"cannot read '{weights_path}': {' '.join(str(e).split())}") from None
+    meta = _parse_meta(header, weights_path)
+    _check_meta(meta, weights_path, kind)
+    return meta.get("training", {})
+
+
+def _existing_weights(path: str | os.PathLike) -> Path:
     weights_path, _ = checkpoint_paths(path)
     if not weights_path.is_file():
         raise CheckpointError(f"no checkpoint at '{weights_path}'")
-    meta, tensors = _read_safetensors(weights_path)
+    return weights_path
+
+
+def _check_meta(meta: dict, weights_path: Path, kind: str) -> None:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"'{weights_path}' is not a vocalis checkpoint")
     if meta.get("version") != FORMAT_VERSION:
@@ -178,8 +203,6 @@ def read_model_checkpoint(
         raise CheckpointError(
             f"'{weights_path}' holds a '{meta.get('kind')}' model, not a '{kind}' model"
         )
-    dims = dims_from_dict(dims_cls, meta.get("dims", {}))
-    return ModelCheckpoint(kind, dims, tensors, meta.get("training", {}), weights_path)
 
 
 def load_weights(
@@ -259,12 +282,15 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, str], dict[str,
 
 def _read_safetensors(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     header, tensors = read_safetensors(path)
+    return _parse_meta(header, path), tensors
+
+
+def _parse_meta(header: dict[str, str], path: Path) -> dict:
     raw = header.get(META_KEY)
     try:
-        meta = json.loads(raw) if raw is not None else {}
+        return json.loads(raw) if raw is not None else {}
     except json.JSONDecodeError:
         raise CheckpointError(f"'{path}' has corrupt metadata") from None
-    return meta, tensors
 
 
 # ---------------------------------------------------------------------------------------
