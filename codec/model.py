@@ -9,6 +9,7 @@ against EnCodec.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -74,6 +75,16 @@ class CodecDims:
     @property
     def hop_length(self) -> int:
         return math.prod(self.strides)
+
+    def same_codes(self, other: CodecDims) -> bool:
+        """Whether `other` differs from these dims only in its decoder, so that the same
+        encoder and codebook weights give the same codes under both."""
+        decoder_fields = {"decoder", "decoder_channels"}
+        return all(
+            getattr(self, f.name) == getattr(other, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in decoder_fields and not f.name.startswith("istft_")
+        )
 
 
 @dataclass

@@ -209,7 +209,13 @@ class CodecTask(TrainTask):
     kind = "codec"
 
     def __init__(
-        self, codec: nn.Module, dims: Any, discriminators: Discriminators, weights: CodecLossWeights
+        self,
+        codec: nn.Module,
+        dims: Any,
+        discriminators: Discriminators,
+        weights: CodecLossWeights,
+        *,
+        same_codes_as: Sequence[str] = (),
     ):
         self.codec, self.dims, self.discriminators, self.weights = (
             codec,
@@ -220,7 +226,7 @@ class CodecTask(TrainTask):
         self.mel_configs = weights.mel_configs(codec.sample_rate)
         # Ids of the codecs whose encoder and codebooks this one keeps frozen (see
         # codec.model.same_codes); written into the exported model's training record.
-        self.same_codes_as: list[str] = []
+        self.same_codes_as = sorted(same_codes_as)
         # (real, detached fake) per micro-batch, from the generator step to the discriminator's
         self._fakes: collections.deque[tuple[torch.Tensor, torch.Tensor]] = collections.deque()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,7 @@ class Synthesizer:
         model: VALLE,
         codec: CompressionModel,
         *,
-        codec_sha256: str | frozenset[str] | None = None,
+        codec_ids: Collection[str] = (),
         asr_path: str | os.PathLike | None = None,
     ) -> None:
         d = model.dims
@@ -79,10 +80,9 @@ class Synthesizer:
                 f"the TTS speaks a codec of (rate, frame rate, codebook size) {expected} with "
                 f"{d.n_codebooks} codebooks; this codec has {got} and {codec.num_codebooks}"
             )
-        # The ids whose codes this codec speaks: its own, and earlier codecs it kept the
-        # encoder and codebooks of (codec.model.same_codes).
-        ids = {codec_sha256} if isinstance(codec_sha256, str) else set(codec_sha256 or ())
-        if ids and d.codec_sha256 and d.codec_sha256 not in ids:
+        # codec_ids: the weights hashes whose codes this codec speaks, its own and those of
+        # earlier codecs it kept the encoder and codebooks of (codec.model.same_codes).
+        if codec_ids and d.codec_sha256 and d.codec_sha256 not in codec_ids:
             warnings.warn(
                 "the codec's weights differ from those the TTS was trained with; "
                 "the voice may sound wrong",
@@ -117,7 +117,7 @@ class Synthesizer:
         model = load_valle(model_path, device=device)
         model.nar.to(inference_dtype(device, precision))
         codec = load_codec(codec_path).to(device)
-        return cls(model, codec, codec_sha256=same_codes(codec_path), asr_path=asr_path)
+        return cls(model, codec, codec_ids=same_codes(codec_path), asr_path=asr_path)
 
     @property
     def sample_rate(self) -> int:

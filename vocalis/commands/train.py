@@ -269,20 +269,21 @@ def run_codec(args: argparse.Namespace) -> int:
         start = load_codec(args.init)
         if start.dims == dims:
             load_weights(codec, start.state_dict(), source=str(args.init))
-        elif _same_codes(start.dims, dims):
+        elif start.dims.same_codes(dims):
             # A new decoder for the same encoder and codebooks: those two are taken over.
-            state = {k: v for k, v in start.state_dict().items() if not k.startswith("decoder.")}
-            for key, value in state.items():
-                codec.state_dict()[key].copy_(value)
+            for part in ("encoder", "quantizer"):
+                own = getattr(start, part).state_dict()
+                load_weights(getattr(codec, part), own, source=f"{args.init} ({part})")
             print(f"--init {args.init}: encoder and quantizer taken over; the decoder starts anew")
         else:
             raise VocalisError(f"--init {args.init}: its codec dims differ from the config's")
     freeze_parts(codec, parts.freeze)
-    task = CodecTask(codec, dims, Discriminators(disc_dims), weights)
+    kept = frozenset()  # the codecs whose codes this one keeps: encoder and codebooks frozen
     if {"encoder", "quantizer"} <= set(parts.freeze):
         from codec.model import same_codes
 
-        task.same_codes_as = sorted(same_codes(args.init))  # the codes keep their meaning
+        kept = same_codes(args.init)
+    task = CodecTask(codec, dims, Discriminators(disc_dims), weights, same_codes_as=kept)
     out_dir = Path(train.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
@@ -317,18 +318,6 @@ def run_codec(args: argparse.Namespace) -> int:
         f"done: step {result.step} in {result.seconds:.1f} s{mel_text}; model {result.model_path}"
     )
     return 0
-
-
-def _same_codes(a, b) -> bool:
-    """Whether two CodecDims differ only in their decoder (so the codes mean the same)."""
-    decoder_fields = {"decoder", "decoder_channels"} | {
-        f.name for f in dataclasses.fields(a) if f.name.startswith("istft_")
-    }
-    return all(
-        getattr(a, f.name) == getattr(b, f.name)
-        for f in dataclasses.fields(a)
-        if f.name not in decoder_fields
-    )
 
 
 def _export_or_fit(trainer, args: argparse.Namespace):
