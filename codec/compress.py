@@ -101,8 +101,9 @@ def load(path: str | os.PathLike | None = None, *, device: str = "cpu") -> Loade
     weights, _ = checkpoint_paths(path or SHIPPED_CHECKPOINT)
     if not weights.is_file():
         raise CheckpointError(f"no codec model at '{weights}'; train one or pass --model")
+    model_id = weights_sha256(weights)
     return LoadedCodec(
-        load_codec(weights, device=device), weights_sha256(weights), same_codes(weights)
+        load_codec(weights, device=device), model_id, same_codes(weights, sha256=model_id)
     )
 
 

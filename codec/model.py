@@ -222,12 +222,13 @@ def load_codec(path: str | os.PathLike, *, device: str = "cpu") -> Codec:
     return load_model(path, Codec, CodecDims, kind=KIND, device=device)
 
 
-def same_codes(path: str | os.PathLike) -> frozenset[str]:
+def same_codes(path: str | os.PathLike, *, sha256: str | None = None) -> frozenset[str]:
     """The SHA-256s of every codec file whose codes this checkpoint decodes as their own:
     its own, and those of the codecs it kept the encoder and codebooks of (a decoder
     trained anew with `parts.freeze`, recorded as `training.same_codes_as`). Tokens, `.vcd`
-    files and TTS models made with any of them are this codec's too."""
+    files and TTS models made with any of them are this codec's too. `sha256`: the file's
+    own, where the caller has hashed it already."""
     earlier = read_model_training(path, kind=KIND).get("same_codes_as", [])
     if not isinstance(earlier, list) or not all(isinstance(h, str) for h in earlier):
         earlier = []
-    return frozenset([weights_sha256(path), *earlier])
+    return frozenset([sha256 or weights_sha256(path), *earlier])

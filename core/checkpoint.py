@@ -20,6 +20,7 @@ skeleton that names each tensor.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -174,11 +175,8 @@ def read_model_training(path: str | os.PathLike, *, kind: str) -> dict:
     """A checkpoint's training record from its safetensors header alone (no tensors read),
     checking format, version and kind as `read_model_checkpoint` does."""
     weights_path = _existing_weights(path)
-    try:
-        with safe_open(str(weights_path), framework="pt") as f:
-            header = dict(f.metadata() or {})
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"cannot read '{weights_path}': {' '.join(str(e).split())}") from None
+    with _open_safetensors(weights_path) as f:
+        header = dict(f.metadata() or {})
     meta = _parse_meta(header, weights_path)
     _check_meta(meta, weights_path, kind)
     return meta.get("training", {})
@@ -273,9 +271,17 @@ def inference_dtype(device: str | torch.device, precision: str = "auto") -> torc
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """(header metadata, tensors) of any safetensors file; an unreadable one is a
     CheckpointError that says why."""
+    with _open_safetensors(path) as f:
+        return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
+
+
+@contextlib.contextmanager
+def _open_safetensors(path: str | os.PathLike):
+    """`safe_open`, with whatever goes wrong while reading turned into a CheckpointError
+    that names the file."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
+            yield f
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"cannot read '{path}': {' '.join(str(e).split())}") from None
 

@@ -85,7 +85,8 @@ class CodecEncoder:
         model = load_codec(path).eval()
         if n_codebooks is not None and not 1 <= n_codebooks <= model.num_codebooks:
             raise ValueError(f"n_codebooks must be in [1, {model.num_codebooks}]")
-        return cls(model, weights_sha256(path), n_codebooks, same_codes(path))
+        sha = weights_sha256(path)
+        return cls(model, sha, n_codebooks, same_codes(path, sha256=sha))
 
     def speaks(self, codec_sha256: str) -> bool:
         """Whether tokens made with the codec of that weights hash are this codec's."""
