@@ -172,12 +172,12 @@ def test_bad_input_gives_a_one_line_error(trained, capsys, text, voice_kind, mes
     assert len(err) == 1 and message in err[0] and err[0].startswith("vocalis: error:")
 
 
-@pytest.mark.parametrize("name", ["valle_cpu", "valle_gpu"])
+@pytest.mark.parametrize("name", ["valle_cpu", "valle_gpu", "valle_lease", "valle_ar_cpu"])
 def test_shipped_configs_build(name):
     from pathlib import Path
 
     from training.trainer import TrainConfig
-    from training.valle_task import VALLEDataConfig
+    from training.valle_task import VALLEDataConfig, VALLEParts
     from tts.valle import VALLEDims
     from vocalis.commands.train import build, read_config
     from vocalis.commands.train_tts import VALLE_SECTIONS
@@ -189,6 +189,7 @@ def test_shipped_configs_build(name):
     build(VALLEDims, config["model"], "model", n_phonemes=64)
     data = {k: v for k, v in config["data"].items() if k != "manifests"}
     build(VALLEDataConfig, data, "data")
+    build(VALLEParts, config.get("parts", {}), "parts")
 
 
 @pytest.mark.parametrize(
@@ -197,11 +198,14 @@ def test_shipped_configs_build(name):
         ("model", {"cardinality": 64}, "model.cardinality comes from the data and codec"),
         ("model", {"depth": 3}, "unknown key 'depth'"),
         ("data", {"prompt_seconds": [5, 2]}, "prompt_seconds"),
+        ("parts", {"freeze": ["nar"]}, "parts.freeze needs --init"),
+        ("parts", {"freeze": ["decoder"]}, "freeze: unknown part 'decoder'"),
+        ("parts", {"freeze": ["ar", "nar"]}, "every part frozen"),
     ],
 )
 def test_bad_valle_configs_get_one_line_errors(tmp_path, capsys, section, values, message):
     config = {"train": {"max_steps": 1}, "model": {}, "data": {"manifests": ["x.jsonl"]}}
-    config[section].update(values)
+    config.setdefault(section, {}).update(values)
     (tmp_path / "c.json").write_text(json.dumps(config))
     assert main(["train", "valle", "--config", str(tmp_path / "c.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -284,3 +288,38 @@ def test_a_codec_that_kept_the_codes_speaks_for_the_tts_without_a_warning(traine
         Synthesizer.load(model, same)
     with pytest.warns(UserWarning, match="weights differ from those the TTS was trained with"):
         Synthesizer.load(model, other)
+
+
+def test_a_frozen_nar_is_exported_unchanged_while_the_ar_trains(trained, tmp_path, capsys):
+    """`parts.freeze: ["nar"]` with --init spends every step on the AR; the NAR comes out as
+    it went in. Through a codec that kept the codes, the model still names the codec its
+    tokens came from, so --init's dims match."""
+    import dataclasses
+
+    from core.checkpoint import weights_sha256
+    from tts.valle import load_valle
+
+    root, codec_path, model = trained
+    kept = {"same_codes_as": [weights_sha256(codec_path)]}
+    torch.manual_seed(2)
+    new_decoder = save_codec(tmp_path / "kept", Codec(CODEC).eval(), training=kept)
+    config = json.loads((root / "valle.json").read_text())
+    config["train"].update(max_steps=2, checkpoint_every=2)
+    config["parts"] = {"freeze": ["nar"]}
+    config["model"] = {**MODEL, "attn_dropout": 0.0}  # a training setting: --init still fits
+    config["data"]["codec"] = str(new_decoder)
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    argv = ["train", "valle", "--config", str(tmp_path / "c.json"), "--init", str(model)]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    assert "(NAR frozen)" in capsys.readouterr().out
+    before, after = load_valle(model), load_valle(tmp_path / "run" / "model.safetensors")
+    # The codec id is the init's, not the new decoder's; only the dropout setting changed.
+    assert after.dims == dataclasses.replace(before.dims, attn_dropout=0.0)
+    for name, tensor in before.nar.state_dict().items():
+        assert torch.equal(after.nar.state_dict()[name], tensor), name
+    changed = [
+        n for n, t in before.ar.state_dict().items() if not torch.equal(after.ar.state_dict()[n], t)
+    ]
+    assert changed  # the AR did train
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert "ar/loss" in log[-1] and "nar/loss" not in log[-1]

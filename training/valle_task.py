@@ -5,7 +5,8 @@ drawn afresh every time the item is loaded (from the global torch RNG in the mai
 so a resumed run draws what an uninterrupted one would). The text is the prompt's
 phonemes then the target's (`tts.frontend.join_phonemes`), the audio its codes (the
 data cache's `CodecEncoder` entries). One step updates the AR ("ar" part) and then the
-NAR ("nar" part, a random stage per item) on the same batch.
+NAR ("nar" part, a random stage per item) on the same batch; `VALLEParts.freeze` leaves
+one of them as it was loaded (`--init`), so a run can spend all its steps on the other.
 """
 
 from __future__ import annotations
@@ -36,6 +37,23 @@ class VALLEDataConfig:
             )
         if self.max_seconds <= 0 or self.batch_seconds <= 0:
             raise ValueError("max_seconds and batch_seconds must be positive")
+
+
+VALLE_PARTS = ("ar", "nar")
+
+
+@dataclass(frozen=True)
+class VALLEParts:
+    """Which of the two models a run leaves untouched (the config's "parts" section)."""
+
+    freeze: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.freeze) - set(VALLE_PARTS))
+        if unknown:
+            raise ValueError(f"freeze: unknown part {unknown[0]!r} (parts: ar, nar)")
+        if set(self.freeze) == set(VALLE_PARTS):
+            raise ValueError("freeze: every part frozen leaves nothing to train")
 
 
 @dataclass(frozen=True)
@@ -131,12 +149,16 @@ def _pad(rows: Sequence[Tensor]) -> Tensor:
 class VALLETask(TrainTask):
     kind = "valle"
 
-    def __init__(self, model: VALLE) -> None:
+    def __init__(self, model: VALLE, freeze: Sequence[str] = ()) -> None:
         self.model = model
         self.dims = model.dims
+        self.freeze = frozenset(freeze)
+        for name in self.freeze:  # frozen parts are exported as loaded, never stepped
+            getattr(model, name).requires_grad_(False).eval()
 
     def parts(self) -> dict[str, nn.Module]:
-        return {"ar": self.model.ar, "nar": self.model.nar}
+        both = {"ar": self.model.ar, "nar": self.model.nar}
+        return {name: m for name, m in both.items() if name not in self.freeze}
 
     def export(self) -> tuple[nn.Module, object]:
         return self.model, self.model.dims

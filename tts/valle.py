@@ -60,6 +60,7 @@ class VALLEDims:
     ar_depth: int = 6
     nar_depth: int = 6
     dropout: float = 0.1
+    attn_dropout: float | None = None  # dropout on attention weights; None: `dropout`
 
     @property
     def eos(self) -> int:
@@ -120,7 +121,12 @@ class ARModel(nn.Module):
         self.text_embed = nn.Embedding(dims.n_phonemes, dims.dim)
         self.audio_embed = nn.Embedding(dims.cardinality + 2, dims.dim)  # codes, EOS, BOS
         self.transformer = Transformer(
-            dims.dim, dims.ar_depth, dims.heads, dims.kv_heads, dropout=dims.dropout
+            dims.dim,
+            dims.ar_depth,
+            dims.heads,
+            dims.kv_heads,
+            dropout=dims.dropout,
+            attn_dropout=dims.attn_dropout,
         )
         self.head = nn.Linear(dims.dim, dims.cardinality + 1, bias=False)  # codes + EOS
         for emb in (self.text_embed, self.audio_embed):
@@ -156,7 +162,13 @@ class NARModel(nn.Module):
         self.code_embed = nn.Parameter(torch.randn(q, dims.cardinality, d) * 0.02)  # (Q, V, D)
         self.stage_embed = nn.Embedding(max(q - 1, 1), d)
         self.transformer = Transformer(
-            d, dims.nar_depth, dims.heads, dims.kv_heads, cond_dim=d, dropout=dims.dropout
+            d,
+            dims.nar_depth,
+            dims.heads,
+            dims.kv_heads,
+            cond_dim=d,
+            dropout=dims.dropout,
+            attn_dropout=dims.attn_dropout,
         )
         self.heads = nn.Parameter(torch.randn(max(q - 1, 1), dims.cardinality, d) * 0.02)
         nn.init.normal_(self.text_embed.weight, std=0.02)

@@ -4,7 +4,9 @@ Sections (unknown keys are refused, naming the key):
 
     "train"  training.trainer.TrainConfig (out_dir defaults to runs/<config name>)
     "model"  tts.valle.VALLEDims: n_codebooks, dim, heads, kv_heads, ar_depth, nar_depth,
-             dropout (the vocabulary and the codec's figures are filled in here)
+             dropout, attn_dropout (the vocabulary and the codec's figures are filled in here)
+    "parts"  training.valle_task.VALLEParts: {"freeze": ["nar"]} trains the AR alone
+             (the frozen model comes from --init and is exported unchanged)
     "data"   training.valle_task.VALLEDataConfig plus "manifests" (as for the other
              models; utterances of split "train" with a transcript) and "codec" (the
              codec checkpoint whose tokens the TTS speaks in; default the shipped one)
@@ -27,7 +29,7 @@ from vocalis.commands.train import (
     data_section,
 )
 
-VALLE_SECTIONS = ("train", "model", "data", "notes")
+VALLE_SECTIONS = ("train", "model", "parts", "data", "notes")
 
 
 def register_valle(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +55,13 @@ def run_valle(args: argparse.Namespace) -> int:
     from training.sampler import bucket_sampler_factory
     from training.trainer import Trainer
     from training.valle_data import phonemize_transcripts, prepare_examples
-    from training.valle_task import PromptedDataset, VALLEDataConfig, VALLETask, collate_prompted
+    from training.valle_task import (
+        PromptedDataset,
+        VALLEDataConfig,
+        VALLEParts,
+        VALLETask,
+        collate_prompted,
+    )
     from tts.frontend import PhonemeVocab
     from tts.valle import VALLE, VALLEDims, join_phonemes, load_valle
     from vocalis.commands.data import default_data_root
@@ -63,9 +71,18 @@ def run_valle(args: argparse.Namespace) -> int:
     specs, data_values = data_section(config, args, name)
     codec_path = Path(data_values.pop("codec", None) or SHIPPED_CODEC)
     data = build(VALLEDataConfig, data_values, f"{name}: data")
+    parts = build(VALLEParts, config.get("parts", {}), f"{name}: parts")
+    if parts.freeze and args.init is None:
+        raise VocalisError(f"{name}: parts.freeze needs --init (the model to keep)")
 
     encoder = CodecEncoder.from_checkpoint(codec_path)
     codec = encoder.model
+    start = load_valle(args.init) if args.init is not None else None
+    codec_id = encoder.weights_hash
+    if start is not None and encoder.speaks(start.dims.codec_sha256):
+        # A codec that kept the init's codes (a new decoder) speaks its tokens: the model
+        # goes on naming the codec it was trained with, so its file stays comparable.
+        codec_id = start.dims.codec_sha256
     vocab = PhonemeVocab()
     join = functools.partial(join_phonemes, bos=vocab.bos_id, eos=vocab.eos_id)
     filled = {  # what the vocabulary and the codec decide, never the config
@@ -75,7 +92,7 @@ def run_valle(args: argparse.Namespace) -> int:
         "cardinality": codec.cardinality,
         "frame_rate": float(codec.frame_rate),
         "sample_rate": codec.sample_rate,
-        "codec_sha256": encoder.weights_hash,
+        "codec_sha256": codec_id,
     }
     clash = sorted(set(model_values) & set(filled))
     if clash:
@@ -107,9 +124,10 @@ def run_valle(args: argparse.Namespace) -> int:
 
     torch.manual_seed(train.seed)  # the same initial weights for the same config
     model = VALLE(dims)
-    if args.init is not None:
-        start = load_valle(args.init)
-        if start.dims != dims:
+    if start is not None:
+        # Dropout is a training setting, not part of the architecture: the config's wins.
+        regularisation = {"dropout": dims.dropout, "attn_dropout": dims.attn_dropout}
+        if dataclasses.replace(start.dims, **regularisation) != dims:
             raise VocalisError(f"--init {args.init}: its dims, vocabulary or codec differ")
         load_weights(model, start.state_dict(), source=str(args.init))
     write_json_atomic(
@@ -117,6 +135,7 @@ def run_valle(args: argparse.Namespace) -> int:
         {
             "train": dataclasses.asdict(train),
             "model": dataclasses.asdict(dataclasses.replace(dims, phoneme_vocab="")),
+            "parts": dataclasses.asdict(parts),
             "data": {
                 **dataclasses.asdict(data),
                 "manifests": [vars(s) for s in specs],
@@ -125,14 +144,15 @@ def run_valle(args: argparse.Namespace) -> int:
         },
     )
     hours = sum(dataset.durations) / 3600
+    frozen = f" ({' and '.join(p.upper() for p in parts.freeze)} frozen)" if parts.freeze else ""
     print(
         f"training valle: AR {_millions(model.ar)} M + NAR {_millions(model.nar)} M parameters, "
         f"{len(dataset)} targets ({hours:.2f} h) from {counts['utterances']} utterances "
         f"({counts['no_tokens']} without tokens, {counts['no_phonemes']} without phonemes), "
-        f"{dims.n_codebooks} codebooks -> {out_dir}"
+        f"{dims.n_codebooks} codebooks{frozen} -> {out_dir}"
     )
     trainer = Trainer(
-        VALLETask(model),
+        VALLETask(model, parts.freeze),
         train,
         dataset,
         collate_fn=functools.partial(collate_prompted, join=join),
@@ -147,11 +167,10 @@ def run_valle(args: argparse.Namespace) -> int:
     if result is None:
         return 0
     m = result.metrics
-    summary = ""
-    if "ar/loss" in m:
-        summary = (
-            f", AR loss {m['ar/loss']:.3f} (accuracy {m['ar/accuracy']:.3f}), "
-            f"NAR loss {m['nar/loss']:.3f} (accuracy {m['nar/accuracy']:.3f})"
-        )
+    summary = "".join(
+        f", {part.upper()} loss {m[f'{part}/loss']:.3f} (accuracy {m[f'{part}/accuracy']:.3f})"
+        for part in ("ar", "nar")
+        if f"{part}/loss" in m
+    )
     print(f"done: step {result.step} in {result.seconds:.1f} s{summary}; model {result.model_path}")
     return 0
