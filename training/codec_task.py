@@ -37,7 +37,7 @@ from training.codec_losses import (
 )
 from training.discriminators import Discriminators
 from training.sampler import RandomBatchSampler
-from training.trainer import LossOutput, TrainTask
+from training.trainer import LossOutput, TrainTask, check_freeze
 
 # ---------------------------------------------------------------------------------------
 # Data
@@ -176,13 +176,7 @@ class CodecParts:
     freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.freeze) - set(CODEC_PARTS))
-        if unknown:
-            raise ValueError(
-                f"freeze: unknown part {unknown[0]!r} (parts: {', '.join(CODEC_PARTS)})"
-            )
-        if set(self.freeze) == set(CODEC_PARTS):
-            raise ValueError("freeze: every part frozen leaves nothing to train")
+        check_freeze(self.freeze, CODEC_PARTS)
 
 
 def freeze_parts(codec: nn.Module, parts: Sequence[str]) -> None:

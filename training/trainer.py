@@ -113,6 +113,16 @@ class LossOutput:
     items: int = 0  # examples (or seconds, tokens...) in the batch, for throughput
 
 
+def check_freeze(freeze: tuple[str, ...], parts: tuple[str, ...]) -> None:
+    """A config's `parts.freeze` against a model's part names: every name known, and at
+    least one part left to train (ValueError otherwise)."""
+    unknown = sorted(set(freeze) - set(parts))
+    if unknown:
+        raise ValueError(f"freeze: unknown part {unknown[0]!r} (parts: {', '.join(parts)})")
+    if set(freeze) == set(parts):
+        raise ValueError("freeze: every part frozen leaves nothing to train")
+
+
 class TrainTask:
     """What a model tells the trainer. Subclass and fill in `parts` and `loss`."""
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from training.trainer import LossOutput, TrainTask
+from training.trainer import LossOutput, TrainTask, check_freeze
 from tts.valle import VALLE, ar_loss, nar_loss
 
 
@@ -49,11 +49,7 @@ class VALLEParts:
     freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.freeze) - set(VALLE_PARTS))
-        if unknown:
-            raise ValueError(f"freeze: unknown part {unknown[0]!r} (parts: ar, nar)")
-        if set(self.freeze) == set(VALLE_PARTS):
-            raise ValueError("freeze: every part frozen leaves nothing to train")
+        check_freeze(self.freeze, VALLE_PARTS)
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,23 @@ def _load_run_config(args: argparse.Namespace, sections: tuple[str, ...]):
     return config, name, build(TrainConfig, train_values, f"{name}: train")
 
 
+def parts_section(cls: type, config: dict[str, Any], args: argparse.Namespace, name: str):
+    """The config's "parts" section as `cls`; frozen parts keep --init's weights, so
+    freezing without --init is refused."""
+    from core.errors import VocalisError
+
+    parts = build(cls, config.get("parts", {}), f"{name}: parts")
+    if parts.freeze and args.init is None:
+        raise VocalisError(f"{name}: parts.freeze needs --init (the weights to keep)")
+    return parts
+
+
+def with_training_settings(start: Any, dims: Any, **fixed: Any) -> Any:
+    """--init's dims with the config's dropout (a training setting, not part of the
+    architecture: the config's wins) and `fixed`, to compare with the config's dims."""
+    return dataclasses.replace(start, dropout=dims.dropout, attn_dropout=dims.attn_dropout, **fixed)
+
+
 @dataclasses.dataclass(frozen=True)
 class ManifestSpec:
     path: str
@@ -245,9 +262,7 @@ def run_codec(args: argparse.Namespace) -> int:
     dims = build(CodecDims, config.get("codec", {}), f"{name}: codec")
     disc_dims = build(DiscriminatorDims, config.get("discriminator", {}), f"{name}: discriminator")
     weights = build(CodecLossWeights, config.get("loss", {}), f"{name}: loss")
-    parts = build(CodecParts, config.get("parts", {}), f"{name}: parts")
-    if parts.freeze and args.init is None:
-        raise VocalisError(f"{name}: parts.freeze needs --init (the parts to keep)")
+    parts = parts_section(CodecParts, config, args, name)
     specs, data = data_section(config, args, name)
     crop = build(CropConfig, data, f"{name}: data", sample_rate=dims.sample_rate, seed=train.seed)
 
@@ -398,9 +413,7 @@ def run_asr(args: argparse.Namespace) -> int:
     tokenizer_path = out_dir / "tokenizer.json"
     if args.init is not None:
         start = load_asr(args.init)
-        # Dropout is a training setting, not part of the architecture: the config's wins.
-        regularisation = {"dropout": dims.dropout, "attn_dropout": dims.attn_dropout}
-        if dataclasses.replace(start.dims, n_vocab=0, tokenizer="", **regularisation) != dims:
+        if with_training_settings(start.dims, dims, n_vocab=0, tokenizer="") != dims:
             raise VocalisError(f"--init {args.init}: its model dims differ from the config's")
         tokenizer = start.tokenizer
     elif tokenizer_path.is_file() and not args.no_resume:

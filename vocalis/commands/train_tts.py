@@ -27,6 +27,8 @@ from vocalis.commands.train import (
     _millions,
     build,
     data_section,
+    parts_section,
+    with_training_settings,
 )
 
 VALLE_SECTIONS = ("train", "model", "parts", "data", "notes")
@@ -71,9 +73,7 @@ def run_valle(args: argparse.Namespace) -> int:
     specs, data_values = data_section(config, args, name)
     codec_path = Path(data_values.pop("codec", None) or SHIPPED_CODEC)
     data = build(VALLEDataConfig, data_values, f"{name}: data")
-    parts = build(VALLEParts, config.get("parts", {}), f"{name}: parts")
-    if parts.freeze and args.init is None:
-        raise VocalisError(f"{name}: parts.freeze needs --init (the model to keep)")
+    parts = parts_section(VALLEParts, config, args, name)
 
     encoder = CodecEncoder.from_checkpoint(codec_path)
     codec = encoder.model
@@ -125,9 +125,7 @@ def run_valle(args: argparse.Namespace) -> int:
     torch.manual_seed(train.seed)  # the same initial weights for the same config
     model = VALLE(dims)
     if start is not None:
-        # Dropout is a training setting, not part of the architecture: the config's wins.
-        regularisation = {"dropout": dims.dropout, "attn_dropout": dims.attn_dropout}
-        if dataclasses.replace(start.dims, **regularisation) != dims:
+        if with_training_settings(start.dims, dims) != dims:
             raise VocalisError(f"--init {args.init}: its dims, vocabulary or codec differ")
         load_weights(model, start.state_dict(), source=str(args.init))
     write_json_atomic(
