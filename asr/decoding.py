@@ -1,6 +1,10 @@
 """Decoding one 30-second window (or less) per item: greedy, sampling and beam search on
 the decoder's KV cache, the rules that keep timestamps well formed, no-speech probability,
 and temperature fallback driven by compression ratio and average log-probability.
+
+With `ctc_weight` > 0 and a model that has a CTC head, search at temperature 0 (greedy
+too, as a beam of one) is joint CTC/attention decoding: each beam's best attention
+candidates are re-scored with the CTC prefix scores of `asr.ctc`.
 """
 
 from __future__ import annotations
@@ -13,8 +17,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from asr.ctc import CTCPrefixScorer, units_of
 from asr.model import ASRModel, AudioFeatures
 from asr.tokenizer import TIME_PRECISION, Tokenizer
+
+# The CTC weight of a model that has a head, unless told otherwise (chosen on the valid
+# splits: see the README's ASR section).
+DEFAULT_CTC_WEIGHT = 0.3
 
 
 @dataclass(frozen=True)
@@ -26,10 +35,25 @@ class DecodingOptions:
     length_penalty: float | None = None  # None: rank beams by mean log-prob; else GNMT alpha
     max_initial_timestamp: float = 1.0  # seconds; the first timestamp may not be later
     suppress_blank: bool = True  # no end-of-text as the first token
+    # Weight w of the CTC head's prefix scores against the decoder's log-probs, (1 - w) and
+    # w, at temperature 0 (needs a model with a CTC head); 0: the decoder alone; None:
+    # DEFAULT_CTC_WEIGHT if the model has a head, else 0.
+    ctc_weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {self.beam_size}")
+        if self.ctc_weight is not None and not 0.0 <= self.ctc_weight < 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
+
+    def for_model(self, model: ASRModel) -> DecodingOptions:
+        """These options with `ctc_weight` resolved for `model` (None: its default)."""
+        if self.ctc_weight is None:
+            weight = DEFAULT_CTC_WEIGHT if model.ctc is not None else 0.0
+            return dataclasses.replace(self, ctc_weight=weight)
+        if self.ctc_weight > 0 and model.ctc is None:
+            raise ValueError("ctc_weight needs a model with a CTC head")
+        return self
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
 
@@ -184,8 +208,10 @@ def decode(
     prompt = tok.prompt(options.timestamps)
     limit = model.dims.n_text_ctx - len(prompt)
     max_tokens = min(options.max_tokens or limit, limit)
+    options = options.for_model(model)
     rules = LogitRules(tok, options, audio.lengths.repeat_interleave(options.beam_size).cpu())
-    if options.beam_size > 1:
+    joint = options.ctc_weight > 0 and options.temperature == 0
+    if options.beam_size > 1 or joint:
         if options.temperature > 0:
             raise ValueError("beam search decodes at temperature 0")
         found = _beam_search(model, audio, prompt, rules, options, max_tokens)
@@ -263,31 +289,63 @@ def _beam_search(
 ) -> list[tuple[list[int], float, float]]:
     """Beam search, `k` beams per item on `k` rows of the cache (reordered each step).
 
-    Each live beam proposes its `k + 1` best continuations; per item the best `k` that do
-    not end the text live on, and those that end it are kept as finished, until `k` have
-    finished or the token budget is spent. The best finished beam wins (by length-normalised
-    log-prob)."""
-    k, eot = options.beam_size, model.tokenizer.eot
+    Each live beam proposes its best continuations (`k + 1`, or with the CTC head the
+    decoder's best `max(2k, 4)` and end-of-text, re-scored by it); per item the best `k` that do not end
+    the text live on, and those that end it are kept as finished, until `k` have finished
+    or the token budget is spent. The best finished beam wins (by length-normalised
+    score). Returns (tokens, the decoder's sum of log-probs, P(no speech)) per item."""
+    k, eot, tok = options.beam_size, model.tokenizer.eot, model.tokenizer
+    w = options.ctc_weight
     n_items = audio.x.shape[0]
+    ctc = None
+    if w > 0:
+        ctc = CTCPrefixScorer(model.ctc_log_probs(audio), audio.lengths)
+        item_of_row = torch.arange(n_items, device=audio.x.device).repeat_interleave(k)
+        state = ctc.start(item_of_row)
+        units: list[list[int]] = [[] for _ in range(n_items * k)]
     audio = audio.repeat(k)
     logits, no_speech, cache = _prompt_pass(model, audio, prompt)
     device = logits.device
     # Only beam 0 of each item is alive at the start (the k copies are identical).
     scores = torch.full((n_items * k,), -torch.inf, device=device)
     scores[::k] = 0.0
+    decoder_sums = torch.zeros(n_items * k, device=device)  # the decoder's log-probs alone
     beams: list[list[int]] = [[] for _ in range(n_items * k)]
-    finished: list[list[tuple[list[int], float]]] = [[] for _ in range(n_items)]
+    finished: list[list[tuple[list[int], float, float]]] = [[] for _ in range(n_items)]
+    # Candidates per beam: the decoder's k + 1 best; with the CTC head, its 2k best (at
+    # least 4) and end-of-text.
+    width = k + 1 if ctc is None else min(max(2 * k, 4), logits.shape[-1] - 1) + 1
+    eot_index = torch.tensor([eot], device=device)
     for step in range(max_tokens):
         logprobs = rules.apply(logits, beams).log_softmax(-1)  # (N*k, V)
-        top_lp, top_tok = (scores.unsqueeze(1) + logprobs).topk(k + 1, dim=-1)  # (N*k, k+1)
+        if ctc is None:
+            step_lp, top_tok = logprobs.topk(width, dim=-1)  # (N*k, width)
+        else:  # end-of-text is always a candidate: the CTC may know the words are over
+            step_lp, top_tok = logprobs.index_fill(1, eot_index, -torch.inf).topk(width - 1)
+            step_lp = torch.cat([step_lp, logprobs[:, eot_index]], dim=1)
+            top_tok = torch.cat([top_tok, eot_index.expand(len(top_tok), 1)], dim=1)
+        decoder_total = decoder_sums.unsqueeze(1) + step_lp
+        if ctc is None:
+            total = scores.unsqueeze(1) + step_lp
+        else:
+            ctc_gain, grown = _ctc_gains(
+                ctc, model.dims.ctc_units, state, item_of_row, beams, units, top_tok, tok
+            )
+            total = scores.unsqueeze(1) + (1 - w) * step_lp + w * ctc_gain.to(step_lp.dtype)
         chosen = [
             c
             for item in range(n_items)
-            for c in _next_beams(item, k, eot, top_lp, top_tok, beams, finished[item])
+            for c in _next_beams(item, k, eot, total, top_tok, decoder_total, beams, finished[item])
         ]
-        new_scores, source, next_tokens = (list(column) for column in zip(*chosen))
+        new_scores, source, column = (list(c) for c in zip(*chosen))
+        next_tokens = [int(top_tok[r, j]) for r, j in zip(source, column)]
         beams = [beams[r] + [t] for r, t in zip(source, next_tokens)]
         scores = torch.tensor(new_scores, device=device)
+        decoder_sums = torch.stack([decoder_total[r, j] for r, j in zip(source, column)])
+        if ctc is not None:
+            flat = torch.tensor([r * width + j for r, j in zip(source, column)], device=device)
+            state = grown[0].take(flat)
+            units = [grown[1][i] for i in flat.tolist()]
         if all(len(f) >= k for f in finished) or step == max_tokens - 1:
             break
         cache.reorder(torch.tensor(source, device=device))
@@ -298,44 +356,97 @@ def _beam_search(
         pool = list(finished[item])
         if len(pool) < k:  # out of budget: the live beams compete too
             rows = range(item * k, item * k + k)
-            pool += [(beams[r], float(scores[r])) for r in rows if scores[r] > -torch.inf]
-        tokens, score = max(pool, key=lambda c: _rank(c, options.length_penalty))
-        results.append((tokens, score, float(no_speech[item * k])))
+            pool += [
+                (beams[r], float(scores[r]), float(decoder_sums[r]))
+                for r in rows
+                if scores[r] > -torch.inf
+            ]
+        tokens, _, decoder_sum = max(pool, key=lambda c: _rank(c, options.length_penalty))
+        results.append((tokens, decoder_sum, float(no_speech[item * k])))
     return results
+
+
+def _ctc_gains(
+    ctc: CTCPrefixScorer,
+    ctc_units: str,
+    state,
+    item_of_row: Tensor,
+    beams: list[list[int]],
+    units: list[list[int]],
+    top_tok: Tensor,
+    tok: Tokenizer,
+) -> tuple[Tensor, tuple[object, list[list[int]]]]:
+    """log psi(beam + token) - log psi(beam) for every candidate `(N*k, width)`, and the
+    candidates' CTC states and units (row-major), for the chosen ones to carry on."""
+    rows, width = top_tok.shape
+    src, added, new_units, ends = [], [], [], []
+    for r in range(rows):
+        for token in top_tok[r].tolist():
+            if token == tok.eot:
+                src.append(r), added.append([]), new_units.append(units[r]), ends.append(True)
+                continue
+            spelled = units_of(beams[r] + [token], tok, ctc_units)
+            ends.append(False)
+            new_units.append(spelled)
+            if spelled[: len(units[r])] == units[r]:
+                src.append(r), added.append(spelled[len(units[r]) :])
+            else:  # a piece that re-spells the text before it (rare): start from scratch
+                src.append(-1 - r), added.append(spelled)
+    base = torch.tensor([s if s >= 0 else -1 - s for s in src], device=state.psi.device)
+    start = state.take(base)
+    fresh = [i for i, s in enumerate(src) if s < 0]
+    if fresh:
+        index = torch.tensor(fresh, device=base.device)
+        empty = ctc.start(item_of_row[base[index]])
+        for name in ("r_n", "r_b", "last", "psi"):
+            getattr(start, name)[index] = getattr(empty, name)
+    grown = ctc.extend(start, item_of_row[base], added)
+    after = torch.where(torch.tensor(ends, device=base.device), ctc.full(grown), grown.psi)
+    gain = (after - state.psi[base]).view(rows, width)
+    return gain, (grown, new_units)
 
 
 def _next_beams(
     item: int,
     k: int,
     eot: int,
-    top_lp: Tensor,
+    total: Tensor,
     top_tok: Tensor,
+    decoder_total: Tensor,
     beams: list[list[int]],
-    finished: list[tuple[list[int], float]],
+    finished: list[tuple[list[int], float, float]],
 ) -> list[tuple[float, int, int]]:
-    """The `k` (score, source row, token) that continue `item`'s beams; candidates that end
-    the text go to `finished` (up to `k` of them)."""
+    """The `k` (score, source row, candidate column) that continue `item`'s beams;
+    candidates that end the text go to `finished` (up to `k` of them) with their score and
+    the decoder's sum of log-probs."""
     rows = range(item * k, item * k + k)
+    width = top_tok.shape[1]
     candidates = sorted(
-        ((float(top_lp[r, j]), r, int(top_tok[r, j])) for r in rows for j in range(k + 1)),
+        ((float(total[r, j]), r, j) for r in rows for j in range(width)),
         key=lambda c: -c[0],
     )
     live: list[tuple[float, int, int]] = []
-    for score, row, token in candidates:
+    for score, row, j in candidates:
         if score == -torch.inf:
             break
-        if token != eot:
+        if int(top_tok[row, j]) != eot:
             if len(live) < k:
-                live.append((score, row, token))
+                live.append((score, row, j))
         elif len(finished) < k and len(live) < k:
-            finished.append((beams[row], score))
+            finished.append((beams[row], score, float(decoder_total[row, j])))
     while len(live) < k:  # too few candidates survive (a tiny vocabulary): pad with dead beams
-        live.append((-torch.inf, item * k, eot))
+        live.append((-torch.inf, item * k, _column_of(top_tok[item * k], eot)))
     return live
 
 
-def _rank(candidate: tuple[list[int], float], length_penalty: float | None) -> float:
-    tokens, score = candidate
+def _column_of(tokens: Tensor, eot: int) -> int:
+    """A column of a dead row's candidates to pad with (its end-of-text, if proposed)."""
+    hits = (tokens == eot).nonzero()
+    return int(hits[0]) if len(hits) else 0
+
+
+def _rank(candidate: tuple[list[int], float, float], length_penalty: float | None) -> float:
+    tokens, score, _ = candidate
     length = len(tokens) + 1
     penalty = length if length_penalty is None else ((5 + length) / 6) ** length_penalty
     return score / penalty

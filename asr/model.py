@@ -11,6 +11,10 @@ Decoder: token embedding plus learned positions, causal self-attention, cross-at
 to the encoder output, a KV cache for incremental decoding, and output logits tied to the
 token embedding.
 
+Optionally a CTC head (`ASRDims.ctc_units`, trained with `loss.ctc_weight`): a linear layer
+on the encoder output that spells BPE pieces or letters (`asr.ctc`); beam search can let it
+vote (`DecodingOptions.ctc_weight`).
+
 `ASRDims` holds the dimensions and the tokenizer's JSON, so a checkpoint alone is enough
 to transcribe.
 """
@@ -27,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from asr.ctc import n_ctc_units
 from asr.tokenizer import Tokenizer
 from core.attention import padding_mask
 from core.audio import ASR_MEL, log_mel, normalize_log_mel
@@ -56,6 +61,7 @@ class ASRDims:
     dropout: float = 0.0
     attn_dropout: float | None = None  # dropout on attention weights; None: `dropout`
     n_vocab: int = 0  # set from the tokenizer (`with_tokenizer`)
+    ctc_units: str = ""  # "": no CTC head; "pieces" or "chars" (asr.ctc.CTC_UNITS)
     tokenizer: str = dataclasses.field(default="", repr=False)  # the tokenizer's JSON
 
     def with_tokenizer(self, tokenizer: Tokenizer) -> ASRDims:
@@ -192,9 +198,21 @@ class ASRModel(nn.Module):
             raise CheckpointError(
                 f"the tokenizer has {self.tokenizer.n_vocab} tokens, the model {dims.n_vocab}"
             )
+        self.ctc: nn.Linear | None = None
+        if dims.ctc_units:
+            if self.tokenizer is None:
+                raise ValueError("a CTC head needs the tokenizer in the dims")
+            n_units = n_ctc_units(dims.ctc_units, self.tokenizer)
+            self.ctc = nn.Linear(dims.audio_dim, n_units + 1)  # the blank is the last unit
 
     def embed_audio(self, mel: Tensor, lengths: Tensor | None = None) -> AudioFeatures:
         return self.encoder(mel, lengths)
+
+    def ctc_log_probs(self, audio: AudioFeatures) -> Tensor:
+        """The CTC head's log-probabilities `(B, S, units + 1)` (fp32; blank last)."""
+        if self.ctc is None:
+            raise ValueError("this model has no CTC head")
+        return self.ctc(audio.x).float().log_softmax(-1)
 
     def forward(self, mel: Tensor, mel_lengths: Tensor | None, tokens: Tensor) -> Tensor:
         """Teacher-forced logits `(B, L, V)` for mel `(B, M, F)` and tokens `(B, L)`."""

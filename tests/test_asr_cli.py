@@ -177,3 +177,35 @@ def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
         table.startswith("| system | test set | WER |")
         and "| vocalis (tiny, fp32) | real: t | 0.0% | 1 |" in table
     )
+
+
+def test_a_model_with_a_ctc_head_keeps_it_and_decodes_with_it(files, capsys, tmp_path):
+    from asr.model import load_asr
+
+    _, plain, audio = files
+    hello = str(audio / "spk" / "hello.wav")
+    model, _ = overfitted("chars")
+    checkpoint = str(save_asr(tmp_path / "headed", model))
+    loaded = load_asr(checkpoint)
+    assert loaded.dims.ctc_units == "chars"
+    assert torch.equal(loaded.ctc.weight, model.ctc.weight)
+    for weight in ([], ["--ctc-weight", "0"], ["--ctc-weight", "0.5"]):
+        assert main(["transcribe", hello, "--model", checkpoint, *weight]) == 0
+        assert capsys.readouterr().out == f"{TEXTS[0]}\n"
+    utts = [Utterance("hello", hello, 1.0, SAMPLE_RATE, TEXTS[0], "s", "t", "test")]
+    manifest = str(write_manifest(tmp_path / "test.jsonl", utts))
+    argv = ["eval", "asr", "--checkpoint", checkpoint, "--synth", manifest, "--real", manifest]
+    argv += ["--no-baselines", "--precision", "fp32"]
+    assert main([*argv, "--ctc-weight", "0", "--ctc-weight", "0.3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["system"], r["wer"]) for r in rows] == [
+        ("vocalis (headed, fp32, CTC 0)", 0.0),
+        ("vocalis (headed, fp32, CTC 0.3)", 0.0),
+    ] * 2  # the synthetic and the real row
+    # A model without a head, or a weight out of range: one-line errors.
+    assert main(["transcribe", hello, "--model", plain, "--ctc-weight", "0.3"]) == 2
+    _one_line_error(capsys, "--ctc-weight: ctc_weight needs a model with a CTC head")
+    assert main(["transcribe", hello, "--model", checkpoint, "--ctc-weight", "1"]) == 2
+    _one_line_error(capsys, "--ctc-weight must be in [0, 1)")
+    assert main([*argv, "--ctc-weight", "-0.1"]) == 2
+    _one_line_error(capsys, "--ctc-weight must be in [0, 1)")

@@ -93,3 +93,140 @@ def test_parse_window_splits_segments_and_finds_the_next_seek():
     untimed = parse_window(hello, tok, timestamps=False)
     assert untimed.spans == [(0.0, math.inf, hello)] and untimed.advance is None
     assert parse_window([], tok, timestamps=True).spans == []
+
+
+# ---------------------------------------------------------------------------------------
+# Joint CTC/attention decoding
+
+
+def test_ctc_prefix_scores_match_the_ctc_loss_and_the_recurrence():
+    from asr.ctc import CTCPrefixScorer
+
+    torch.manual_seed(0)
+    units = 4
+    log_probs = torch.randn(2, 12, units + 1).log_softmax(-1)  # blank last
+    lengths = torch.tensor([12, 9])  # the second utterance is padded
+    scorer = CTCPrefixScorer(log_probs, lengths)
+    item = torch.tensor([0, 1, 0, 1])
+    spellings = [[1, 2, 2], [3, 1], [0], [2, 2, 2]]  # repeats need a blank between
+    state = scorer.extend(scorer.start(item), item, spellings)
+    for row, spelling in enumerate(spellings):
+        i, t = int(item[row]), int(lengths[item[row]])
+        nll = torch.nn.functional.ctc_loss(
+            log_probs[i : i + 1, :t].transpose(0, 1),
+            torch.tensor([spelling]),
+            torch.tensor([t]),
+            torch.tensor([len(spelling)]),
+            blank=units,
+            reduction="sum",
+        )
+        assert float(scorer.full(state)[row]) == pytest.approx(-float(nll), abs=1e-5)
+        psi = _prefix_probability(log_probs[i, :t].double().exp(), spelling, units)
+        assert float(state.psi[row]) == pytest.approx(math.log(psi), abs=1e-9)
+    # Extending one unit at a time gives what extending by all of them at once does.
+    step = scorer.start(item)
+    for j in range(3):
+        step = scorer.extend(step, item, [s[j : j + 1] for s in spellings])
+    assert torch.allclose(step.psi, state.psi) and torch.allclose(step.r_b, state.r_b)
+
+
+def _prefix_probability(y, spelling, blank):
+    """P(the transcript starts with `spelling`), by the frame-by-frame recurrence."""
+    frames = y.shape[0]
+    r_n, r_b = [0.0] * (frames + 1), [1.0] + [0.0] * frames
+    for t in range(1, frames + 1):
+        r_b[t] = r_b[t - 1] * float(y[t - 1, blank])
+    last, psi = None, 1.0
+    for unit in spelling:
+        phi = [r_b[t] + (r_n[t] if unit != last else 0.0) for t in range(frames + 1)]
+        n, b, psi = [0.0] * (frames + 1), [0.0] * (frames + 1), 0.0
+        for t in range(1, frames + 1):
+            n[t] = (n[t - 1] + phi[t - 1]) * float(y[t - 1, unit])
+            b[t] = (b[t - 1] + n[t - 1]) * float(y[t - 1, blank])
+            psi += phi[t - 1] * float(y[t - 1, unit])
+        r_n, r_b, last = n, b, unit
+    return psi
+
+
+def _with_ctc_head(spell, monkeypatch):
+    """The overfitted tiny model with a character CTC head whose output is rigged: each
+    utterance's frames spell `spell[i]` (one frame a letter, a blank after each), or only
+    blanks for None."""
+    import dataclasses
+
+    from asr.ctc import CTC_ALPHABET, ctc_chars
+    from asr.model import ASRModel
+    from tests.helpers.asr import overfitted
+
+    trained, _ = overfitted()
+    model = ASRModel(dataclasses.replace(trained.dims, ctc_units="chars")).eval()
+    model.load_state_dict({**trained.state_dict(), **model.ctc.state_dict(prefix="ctc.")})
+
+    def rigged(audio):
+        b, s, _ = audio.x.shape
+        blank = len(CTC_ALPHABET)
+        out = torch.full((b, s, blank + 1), -12.0)
+        out[..., blank] = 0.0
+        for i, text in enumerate(spell):
+            for j, unit in enumerate(ctc_chars(text or "")):
+                out[i, 2 * j, blank], out[i, 2 * j, unit] = -12.0, 0.0
+        return out.log_softmax(-1)
+
+    monkeypatch.setattr(model, "ctc_log_probs", rigged)
+    return model
+
+
+def _clip_mels():
+    from asr.model import log_mel_features
+    from tests.helpers.asr import clip_batch
+
+    batch = clip_batch()
+    return log_mel_features(batch.wav, batch.lengths)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_a_ctc_head_that_agrees_leaves_the_decoders_text(beam_size, monkeypatch):
+    from tests.helpers.asr import TEXTS
+
+    model = _with_ctc_head(TEXTS, monkeypatch)
+    mel, frames = _clip_mels()
+    alone = decode(model, mel, frames, DecodingOptions(beam_size=beam_size, ctc_weight=0.0))
+    joint = decode(model, mel, frames, DecodingOptions(beam_size=beam_size, ctc_weight=0.5))
+    assert [r.text for r in alone] == list(TEXTS)
+    assert [r.text for r in joint] == list(TEXTS)
+    # The confidence stays the decoder's own log-probability.
+    for a, j in zip(alone, joint):
+        assert j.avg_logprob == pytest.approx(a.avg_logprob, abs=1e-4)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_the_ctc_head_outvotes_text_that_no_frame_supports(beam_size, monkeypatch):
+    from tests.helpers.asr import TEXTS
+
+    # The head hears the other clip's words in each clip, or nothing at all.
+    model = _with_ctc_head([TEXTS[1], None], monkeypatch)
+    mel, frames = _clip_mels()
+    alone = decode(model, mel, frames, DecodingOptions(beam_size=beam_size, ctc_weight=0.0))
+    joint = decode(model, mel, frames, DecodingOptions(beam_size=beam_size, ctc_weight=0.8))
+    assert [r.text for r in alone] == list(TEXTS)
+    assert joint[0].text == TEXTS[1]
+    # Nothing heard: it ends as soon as it may (one word: never before a token, and
+    # punctuation spells nothing), where the decoder alone says the whole sentence.
+    assert len(joint[1].text.split()) <= 1
+
+
+def test_ctc_weight_needs_a_head_and_a_valid_weight(monkeypatch):
+    from asr.decoding import DEFAULT_CTC_WEIGHT
+    from tests.helpers.asr import TEXTS
+
+    # Unset, it is the default for a model with a head and 0 without.
+    headed = _with_ctc_head([TEXTS[1], None], monkeypatch)
+    assert DecodingOptions().for_model(headed).ctc_weight == DEFAULT_CTC_WEIGHT > 0
+    mel, frames = _clip_mels()
+    assert decode(headed, mel, frames, DecodingOptions())[0].text == TEXTS[1]
+    model = tiny_model(seed=7)
+    assert DecodingOptions().for_model(model).ctc_weight == 0.0
+    with pytest.raises(ValueError, match="CTC head"):
+        decode(model, torch.randn(1, 80, 50), torch.tensor([50]), DecodingOptions(ctc_weight=0.3))
+    with pytest.raises(ValueError, match="ctc_weight"):
+        DecodingOptions(ctc_weight=1.0)

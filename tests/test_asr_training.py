@@ -198,6 +198,40 @@ def test_train_asr_init_takes_the_configs_dropout_and_rejects_other_dims(tmp_pat
     assert "model dims differ" in err and len(err.strip().splitlines()) == 1
 
 
+def test_train_asr_exports_the_ctc_head_and_continues_it_with_init(tmp_path, capsys):
+    manifest = str(_manifest(tmp_path, n=2))
+    config = json.loads(TINY_CONFIG.read_text())
+    config["loss"] = {"ctc_weight": 0.3, "ctc_units": "chars"}
+    (tmp_path / "ctc.json").write_text(json.dumps(config))
+    base = ["train", "asr", "--manifest", manifest, "--steps", "1"]
+    argv = [*base, "--config", str(tmp_path / "ctc.json")]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    first = load_asr(tmp_path / "a" / "model.safetensors")
+    assert first.dims.ctc_units == "chars" and first.ctc is not None
+    # --init with the head: the config's model section needs no word of it, and the head
+    # goes on training (and is exported again) ...
+    start = str(tmp_path / "a" / "model.safetensors")
+    assert main([*argv, "--init", start, "--out", str(tmp_path / "b")]) == 0
+    again = load_asr(tmp_path / "b" / "model.safetensors")
+    assert again.dims.ctc_units == "chars"
+    assert not torch.equal(again.ctc.weight, first.ctc.weight)
+    # ... and without a CTC loss it is kept as it was.
+    assert (
+        main([*base, "--config", str(TINY_CONFIG), "--init", start, "--out", str(tmp_path / "c")])
+        == 0
+    )
+    kept = load_asr(tmp_path / "c" / "model.safetensors")
+    assert torch.equal(kept.ctc.weight, first.ctc.weight)
+    # A head over other units than the loss's: a one-line error.
+    config["loss"]["ctc_units"] = "pieces"
+    (tmp_path / "pieces.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    argv = [*base, "--config", str(tmp_path / "pieces.json"), "--init", start]
+    assert main([*argv, "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "spells chars, the loss asks for pieces" in err and len(err.strip().splitlines()) == 1
+
+
 def test_train_asr_reports_bad_configs_on_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train": {"max_steps": 1}, "model": {"audio_width": 3}}))
@@ -226,7 +260,8 @@ def test_ctc_targets_skip_cut_windows_and_keep_no_speech_empty():
 
 
 def test_character_ctc_targets_spell_each_utterance():
-    from training.asr_task import CTC_ALPHABET, ctc_chars, ctc_target, packed_example
+    from asr.ctc import CTC_ALPHABET, ctc_chars
+    from training.asr_task import ctc_target, packed_example
 
     def spelled(ids):
         return "".join(CTC_ALPHABET[i] for i in ids)
@@ -242,8 +277,9 @@ def test_character_ctc_targets_spell_each_utterance():
 
 
 @pytest.mark.parametrize("units", ["pieces", "chars"])
-def test_ctc_head_trains_with_the_model_and_stays_out_of_the_export(units):
-    from training.asr_task import CTC_ALPHABET, ASRLossConfig
+def test_ctc_head_trains_with_the_model_and_is_exported_with_it(units):
+    from asr.ctc import CTC_ALPHABET
+    from training.asr_task import ASRLossConfig
 
     torch.manual_seed(0)
     model = tiny_model(seed=2).train()
@@ -267,8 +303,23 @@ def test_ctc_head_trains_with_the_model_and_stays_out_of_the_export(units):
         optimizer.step()
         first = first if first is not None else out.metrics["ctc"]
     assert out.metrics["ctc"] < 0.5 * first
-    exported, _ = task.export()
-    assert exported is model and not any(k.startswith("ctc") for k in exported.state_dict())
+    # The export carries the trained head (the same parameters) and says what it spells.
+    exported, dims = task.export()
+    assert dims.ctc_units == units and exported.ctc is part.ctc
+    assert exported.encoder is model.encoder and exported.decoder is model.decoder
+    # Started from such a model (--init), the head is the model's own and keeps learning.
+    again = ASRTask(
+        exported,
+        ASRDataConfig(no_speech_prob=0.0),
+        SpecAugment(freq_masks=0, time_masks=0),
+        ASRLossConfig(ctc_weight=0.3, ctc_units=units),
+    )
+    part = again.parts()["model"]
+    assert part.ctc is None and part.head is exported.ctc
+    assert again.export()[0] is exported
+    other = "chars" if units == "pieces" else "pieces"
+    with pytest.raises(ValueError, match=f"spells {units}, the loss asks for {other}"):
+        ASRTask(exported, ASRDataConfig(), SpecAugment(), ASRLossConfig(0.3, other))
 
 
 def test_speed_perturbation_changes_tempo_and_keeps_within_the_window():

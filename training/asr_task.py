@@ -24,8 +24,8 @@ the given <|notimestamps|> is not a target.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from asr.ctc import CTC_UNITS, ctc_chars, n_ctc_units
 from asr.model import SAMPLE_RATE, ASRModel, log_mel_features
 from asr.tokenizer import Tokenizer
 from core.audio import resample, rms_dbfs
@@ -76,18 +77,6 @@ class ASRDataConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
-CTC_UNITS = ("pieces", "chars")
-CTC_ALPHABET = " 'abcdefghijklmnopqrstuvwxyz0123456789"  # the "chars" units; the blank follows
-
-
-def ctc_chars(text: str) -> list[int]:
-    """`text` as CTC_ALPHABET indices: lower case, accents dropped, every other character
-    a word break ("twenty-eight" -> "twenty eight"), runs of spaces as one."""
-    folded = unicodedata.normalize("NFKD", text.lower()).encode("ascii", "ignore").decode()
-    spelled = "".join(c if c in CTC_ALPHABET else " " for c in folded)
-    return [CTC_ALPHABET.index(c) for c in " ".join(spelled.split())]
-
-
 @dataclass(frozen=True)
 class ASRLossConfig:
     # Weight of a CTC loss on the encoder output (a training-only linear head over the BPE
@@ -113,21 +102,43 @@ class ASRLossConfig:
 
 
 class WithCTC(nn.Module):
-    """The recogniser and a CTC head on its encoder, trained together; only `model` is
-    exported."""
+    """The recogniser and a CTC head on its encoder, trained together. The head is the
+    model's own when it has one (a checkpoint that kept its head, given to --init), else a
+    new one here; `exported` is the model with the head either way."""
 
     def __init__(self, model: ASRModel, units: str = "pieces") -> None:
         super().__init__()
         self.model = model
-        n_units = model.tokenizer.n_text if units == "pieces" else len(CTC_ALPHABET)
-        self.blank = n_units  # after the units
-        self.ctc = nn.Linear(model.dims.audio_dim, n_units + 1)
+        if model.ctc is not None and model.dims.ctc_units != units:
+            raise ValueError(
+                f"the model's CTC head spells {model.dims.ctc_units}, the loss asks for {units}"
+            )
+        self.units = units
+        self.blank = n_ctc_units(units, model.tokenizer)  # after the units
+        # Registered here only when new, so the state dict of a run that started without
+        # a head keeps its names ("ctc.*") and one that started with it ("model.ctc.*").
+        self.ctc = (
+            None if model.ctc is not None else nn.Linear(model.dims.audio_dim, self.blank + 1)
+        )
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.model.ctc if self.ctc is None else self.ctc
 
     def forward(self, mel: Tensor, frames: Tensor, tokens: Tensor):
         audio = self.model.embed_audio(mel, frames)
         logits = self.model.decoder(tokens, audio)  # (B, L, V)
-        log_probs = self.ctc(audio.x).float().log_softmax(-1)  # (B, S, units + 1)
+        log_probs = self.head(audio.x).float().log_softmax(-1)  # (B, S, units + 1)
         return logits, log_probs, audio.lengths
+
+    def exported(self) -> ASRModel:
+        """The model with the head, sharing these parameters (so the trainer's EMA or
+        Schedule-Free weights, swapped in for the export, are the ones written)."""
+        if self.ctc is None:
+            return self.model
+        out = ASRModel(dataclasses.replace(self.model.dims, ctc_units=self.units))
+        out.encoder, out.decoder, out.ctc = self.model.encoder, self.model.decoder, self.ctc
+        return out
 
 
 def ctc_target(seq: Sequence[int], tokenizer: Tokenizer, units: str = "pieces") -> list[int] | None:
@@ -298,7 +309,8 @@ class ASRTask(TrainTask):
         return {"model": self.trained}
 
     def export(self) -> tuple[nn.Module, object]:
-        return self.model, self.model.dims
+        model = self.trained.exported() if isinstance(self.trained, WithCTC) else self.model
+        return model, model.dims
 
     def loss(self, part: str, batch: AudioBatch, modules: dict[str, nn.Module]) -> LossOutput:
         if part != "model":

@@ -54,18 +54,22 @@ def clip_batch(seconds: tuple[float, float] = (1.0, 0.8)) -> AudioBatch:
     )
 
 
-@functools.lru_cache(maxsize=1)
-def overfitted() -> tuple[ASRModel, list[float]]:
-    """The tiny model trained on the two clips until it knows them; and its loss curve."""
-    from training.asr_task import ASRDataConfig, ASRTask, SpecAugment
+@functools.lru_cache(maxsize=2)
+def overfitted(ctc_units: str = "") -> tuple[ASRModel, list[float]]:
+    """The tiny model trained on the two clips until it knows them; and its loss curve.
+    With `ctc_units`, a CTC head over them trains beside it (and is in the model)."""
+    from training.asr_task import ASRDataConfig, ASRLossConfig, ASRTask, SpecAugment
 
     model = tiny_model(seed=1).train()
+    loss = ASRLossConfig(ctc_weight=0.3, ctc_units=ctc_units) if ctc_units else ASRLossConfig()
     task = ASRTask(
         model,
         ASRDataConfig(timestamp_prob=0.5, no_speech_prob=0.0),
         SpecAugment(freq_masks=0, time_masks=0),
+        loss,
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    part = task.parts()["model"]
+    optimizer = torch.optim.AdamW(part.parameters(), lr=3e-3, weight_decay=0.0)
     batch = clip_batch()
     losses = []
     threads = torch.get_num_threads()
@@ -73,13 +77,14 @@ def overfitted() -> tuple[ASRModel, list[float]]:
     try:
         torch.manual_seed(0)
         for _ in range(STEPS):
-            out = task.loss("model", batch, {"model": model})
+            out = task.loss("model", batch, {"model": part})
             optimizer.zero_grad()
             out.loss.backward()
             optimizer.step()
             losses.append(float(out.loss.detach()))
     finally:
         torch.set_num_threads(threads)
+    model = task.export()[0]
     return model.eval(), losses
 
 

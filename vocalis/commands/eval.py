@@ -160,6 +160,14 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
     asr.add_argument("--split", default="test", help="manifest split to use (default: test)")
     asr.add_argument("--max-clips", type=int, default=50, help="at most this many clips per set")
     asr.add_argument("--beam-size", type=int, default=5, help="1 = greedy (default 5)")
+    asr.add_argument(
+        "--ctc-weight",
+        type=float,
+        action="append",
+        default=None,
+        help="weight of the model's CTC head in the search (repeatable: one row each; "
+        "default: the model's default)",
+    )
     add_precision_argument(asr)
     asr.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     asr.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -215,11 +223,15 @@ def run_asr(args: argparse.Namespace) -> int:
     from core.checkpoint import inference_dtype
     from core.errors import VocalisError
     from vocalis.commands.data import default_data_root
+    from vocalis.commands.transcribe import checked_for_model
 
     if args.max_clips <= 0:
         raise VocalisError(f"--max-clips must be positive, got {args.max_clips}")
     if args.beam_size < 1 or args.batch_size < 1:
         raise VocalisError("--beam-size and --batch-size must be at least 1")
+    for weight in args.ctc_weight or []:
+        if not 0 <= weight < 1:
+            raise VocalisError(f"--ctc-weight must be in [0, 1), got {weight:g}")
     root = default_data_root()
     synths = (
         [Path(p) for p in args.synth] if args.synth else [root / m for m in ASR_SYNTH_MANIFESTS]
@@ -245,13 +257,16 @@ def run_asr(args: argparse.Namespace) -> int:
         )
     dtype = inference_dtype(args.device, args.precision)
     model = load_asr(args.checkpoint, device=args.device, dtype=dtype)
-    options = TranscribeOptions(
-        decoding=DecodingOptions(beam_size=args.beam_size, timestamps=False),
-        batch_size=args.batch_size,
-    )
     name = Path(args.checkpoint).stem if args.checkpoint else "vocalis"
     precision = "bf16" if dtype == torch.bfloat16 else "fp32"
-    systems = [vocalis_system(model, options, name=f"vocalis ({name}, {precision})")]
+    systems = []
+    for weight in args.ctc_weight or [None]:
+        decoding = DecodingOptions(beam_size=args.beam_size, timestamps=False, ctc_weight=weight)
+        decoding = checked_for_model(decoding, model)
+        options = TranscribeOptions(decoding=decoding, batch_size=args.batch_size)
+        ctc = f", CTC {decoding.ctc_weight:g}" if model.ctc is not None else ""
+        label = f"vocalis ({name}, {precision}{ctc})"
+        systems.append(vocalis_system(model, options, name=label))
     baseline = None if args.no_baselines else pocketsphinx_system()
     if baseline is not None:
         systems.append(baseline)

@@ -389,7 +389,9 @@ def run_asr(args: argparse.Namespace) -> int:
     from training.trainer import Trainer
 
     config, name, train = _load_run_config(args, ASR_SECTIONS)
-    dims = build(ASRDims, config.get("model", {}), f"{name}: model", n_vocab=0, tokenizer="")
+    dims = build(
+        ASRDims, config.get("model", {}), f"{name}: model", n_vocab=0, tokenizer="", ctc_units=""
+    )
     tok_config = build(TokenizerConfig, config.get("tokenizer", {}), f"{name}: tokenizer")
     augment = build(SpecAugment, config.get("augment", {}), f"{name}: augment")
     loss_config = build(ASRLossConfig, config.get("loss", {}), f"{name}: loss")
@@ -413,8 +415,11 @@ def run_asr(args: argparse.Namespace) -> int:
     tokenizer_path = out_dir / "tokenizer.json"
     if args.init is not None:
         start = load_asr(args.init)
-        if with_training_settings(start.dims, dims, n_vocab=0, tokenizer="") != dims:
+        # A CTC head comes with the weights (the loss section says whether it trains).
+        fixed = dict(n_vocab=0, tokenizer="", ctc_units="")
+        if with_training_settings(start.dims, dims, **fixed) != dims:
             raise VocalisError(f"--init {args.init}: its model dims differ from the config's")
+        dims = dataclasses.replace(dims, ctc_units=start.dims.ctc_units)
         tokenizer = start.tokenizer
     elif tokenizer_path.is_file() and not args.no_resume:
         tokenizer = Tokenizer.from_json(tokenizer_path.read_text())
@@ -428,7 +433,10 @@ def run_asr(args: argparse.Namespace) -> int:
         from core.checkpoint import load_weights
 
         load_weights(model, start.state_dict(), source=str(args.init))
-    task = ASRTask(model, data, augment, loss_config)
+    try:
+        task = ASRTask(model, data, augment, loss_config)
+    except ValueError as e:  # a head over other units than the loss's
+        raise VocalisError(f"--init {args.init}: {e}") from None
     write_json_atomic(
         out_dir / "config.json",
         {

@@ -4,6 +4,7 @@ of audio -> a manifest of confident transcripts)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -65,11 +66,35 @@ def _common(parser: argparse.ArgumentParser, *, beam_size: int) -> None:
     parser.add_argument(
         "--beam-size", type=int, default=beam_size, help=f"1 = greedy (default {beam_size})"
     )
+    add_ctc_weight_argument(parser)
     parser.add_argument("--no-timestamps", action="store_true", help="decode without timestamps")
     parser.add_argument("--no-fallback", action="store_true", help="no temperature fallback")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     add_precision_argument(parser)
+
+
+def add_ctc_weight_argument(parser: argparse.ArgumentParser, **kwargs) -> None:
+    from asr.decoding import DEFAULT_CTC_WEIGHT
+
+    parser.add_argument(
+        "--ctc-weight",
+        type=float,
+        default=None,
+        help="weight of the model's CTC head in the search, 0 to 1 (0: the decoder alone; "
+        f"default {DEFAULT_CTC_WEIGHT:g} if the model has a head, else 0)",
+        **kwargs,
+    )
+
+
+def checked_for_model(decoding, model, where: str = "--ctc-weight"):
+    """`decoding.for_model(model)`, a one-line error when the model cannot do it."""
+    from core.errors import VocalisError
+
+    try:
+        return decoding.for_model(model)
+    except ValueError as e:
+        raise VocalisError(f"{where}: {e}") from None
 
 
 def add_precision_argument(parser: argparse.ArgumentParser, what: str = "the weights") -> None:
@@ -102,9 +127,14 @@ def _options(args: argparse.Namespace, *, timestamps: bool):
         raise VocalisError(f"--beam-size must be at least 1, got {args.beam_size}")
     if args.batch_size < 1:
         raise VocalisError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.ctc_weight is not None and not 0 <= args.ctc_weight < 1:
+        raise VocalisError(f"--ctc-weight must be in [0, 1), got {args.ctc_weight:g}")
     fallback = FallbackOptions(temperatures=(0.0,)) if args.no_fallback else FallbackOptions()
+    decoding = DecodingOptions(
+        beam_size=args.beam_size, timestamps=timestamps, ctc_weight=args.ctc_weight
+    )
     return TranscribeOptions(
-        decoding=DecodingOptions(beam_size=args.beam_size, timestamps=timestamps),
+        decoding=decoding,
         fallback=fallback,
         batch_size=args.batch_size,
     )
@@ -119,6 +149,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
     for f in args.files:
         audio_info(f)  # a missing or unreadable file fails here, before any decoding
     model = load_recogniser(args)
+    options = dataclasses.replace(options, decoding=checked_for_model(options.decoding, model))
     write = FORMATS[args.format]
     out_dir = Path(args.output) if args.output else None
     for path, transcript in zip(args.files, transcribe(model, args.files, options)):
@@ -180,8 +211,6 @@ def _label_inputs(source: Path, source_name: str) -> tuple[list, int]:
 
 
 def run_label(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from corpus.manifest import write_manifest
     from corpus.text import normalize_text
 
@@ -200,6 +229,7 @@ def run_label(args: argparse.Namespace) -> int:
         from asr.transcribe import transcribe
 
         model = load_recogniser(args)
+        options = dataclasses.replace(options, decoding=checked_for_model(options.decoding, model))
         results = [
             (
                 t.text,
