@@ -55,12 +55,46 @@ def n_ctc_units(units: str, tokenizer: Tokenizer) -> int:
     return tokenizer.n_text if units == "pieces" else len(CTC_ALPHABET)
 
 
-def units_of(tokens: Sequence[int], tokenizer: Tokenizer, units: str) -> list[int]:
-    """The CTC units that a decoded token sequence spells (special and timestamp tokens
-    spell nothing)."""
-    if units == "pieces":
-        return [t for t in tokens if t < tokenizer.n_text]
-    return ctc_chars(tokenizer.decode(tokens))
+class Speller:
+    """What each decoder token adds to a hypothesis's CTC units, one token at a time.
+
+    For "chars" every BPE piece is spelled on its own (`ctc_chars`'s rules: lower case,
+    accents dropped, any other character a word break, breaks collapsed and none at the
+    start), with a pending word break carried from piece to piece. A piece that holds part
+    of a multi-byte character spells nothing of it (accented letters split over pieces
+    are rare in English; they lose the letter, not the word).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, units: str) -> None:
+        n_ctc_units(units, tokenizer)  # checks `units`
+        self.units, self.n_text = units, tokenizer.n_text
+        self._pieces: dict[int, str] = {}
+        self._decode = tokenizer.bpe.decode
+        self._index = {c: i for i, c in enumerate(CTC_ALPHABET)}
+
+    def add(self, spelled_any: bool, pending: bool, token: int) -> tuple[list[int], bool]:
+        """(the units `token` adds, whether a word break is pending after it), for a
+        hypothesis that has spelled something (`spelled_any`) with a break `pending`."""
+        if token >= self.n_text:
+            return [], pending
+        if self.units == "pieces":
+            return [token], False
+        piece = self._pieces.get(token)
+        if piece is None:
+            folded = unicodedata.normalize("NFKD", self._decode([token]).lower())
+            folded = folded.encode("ascii", "ignore").decode()
+            piece = "".join(c if c in CTC_ALPHABET else " " for c in folded)
+            self._pieces[token] = piece
+        added: list[int] = []
+        for c in piece:
+            if c == " ":
+                pending = spelled_any or bool(added)
+            else:
+                if pending:
+                    added.append(0)  # CTC_ALPHABET[0] is the space
+                    pending = False
+                added.append(self._index[c])
+        return added, pending
 
 
 @dataclass
@@ -105,21 +139,43 @@ class CTCPrefixScorer:
         zeros = torch.zeros(len(item), dtype=torch.float64, device=r_b.device)
         return _State(r_n, r_b, torch.full_like(item, -1), zeros)
 
-    def extend(self, state: _State, item: Tensor, added: Sequence[Sequence[int]]) -> _State:
-        """Each row's prefix followed by its `added` units (possibly none)."""
-        longest = max((len(a) for a in added), default=0)
-        for j in range(longest):
-            rows = torch.tensor([r for r, a in enumerate(added) if len(a) > j], dtype=torch.long)
-            unit = torch.tensor([added[r][j] for r in rows.tolist()], dtype=torch.long)
-            rows, unit = rows.to(item.device), unit.to(item.device)
-            grown = self._extend_one(state.take(rows), item[rows], unit)
-            state = _State(
-                state.r_n.index_copy(0, rows, grown.r_n),
-                state.r_b.index_copy(0, rows, grown.r_b),
-                state.last.index_copy(0, rows, grown.last),
-                state.psi.index_copy(0, rows, grown.psi),
-            )
-        return state
+    def extend(
+        self, state: _State, rows: Tensor, item: Tensor, added: Sequence[Sequence[int]]
+    ) -> _State:
+        """The prefixes of `state`'s `rows`, each followed by its `added` units (possibly
+        none); `item` `(len(rows),)` the utterance each reads."""
+        return self._grow(state, rows, item, added, keep=True)
+
+    def prefix_scores(
+        self, state: _State, rows: Tensor, item: Tensor, added: Sequence[Sequence[int]]
+    ) -> Tensor:
+        """log psi of what `extend` would give, without keeping its forward variables."""
+        return self._grow(state, rows, item, added, keep=False).psi
+
+    def _grow(self, state, rows, item, added, *, keep: bool) -> _State:
+        # Longest first, so the rows that still grow at unit j are always the first ones.
+        order = sorted(range(len(added)), key=lambda r: -len(added[r]))
+        index = torch.tensor(order, dtype=torch.long, device=item.device)
+        work = state.take(rows[index])
+        work_item = item[index]
+        lengths = [len(added[r]) for r in order]
+        psi = work.psi.clone()
+        if keep:
+            out = _State(work.r_n.clone(), work.r_b.clone(), work.last.clone(), psi)
+        for j in range(lengths[0] if lengths else 0):
+            m = sum(1 for n in lengths if n > j)
+            unit = torch.tensor([added[r][j] for r in order[:m]], device=item.device)
+            work = self._extend_one(work.take(slice(0, m)), work_item[:m], unit)
+            psi[:m] = work.psi
+            if keep:
+                done = slice(sum(1 for n in lengths if n > j + 1), m)  # rows ending here
+                out.r_n[done], out.r_b[done] = work.r_n[done], work.r_b[done]
+                out.last[done] = work.last[done]
+        inverse = torch.empty_like(index)
+        inverse[index] = torch.arange(len(order), device=index.device)
+        if not keep:
+            return _State(None, None, None, psi[inverse])  # type: ignore[arg-type]
+        return out.take(inverse)
 
     def full(self, state: _State) -> Tensor:
         """log P(transcript == prefix) per row."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from asr.ctc import CTCPrefixScorer, units_of
+from asr.ctc import CTCPrefixScorer, Speller
 from asr.model import ASRModel, AudioFeatures
 from asr.tokenizer import TIME_PRECISION, Tokenizer
 
@@ -300,9 +300,10 @@ def _beam_search(
     ctc = None
     if w > 0:
         ctc = CTCPrefixScorer(model.ctc_log_probs(audio), audio.lengths)
+        speller = Speller(tok, model.dims.ctc_units)
         item_of_row = torch.arange(n_items, device=audio.x.device).repeat_interleave(k)
         state = ctc.start(item_of_row)
-        units: list[list[int]] = [[] for _ in range(n_items * k)]
+        spelling = [(False, False)] * (n_items * k)  # per row: spelled anything, break pending
     audio = audio.repeat(k)
     logits, no_speech, cache = _prompt_pass(model, audio, prompt)
     device = logits.device
@@ -312,9 +313,9 @@ def _beam_search(
     decoder_sums = torch.zeros(n_items * k, device=device)  # the decoder's log-probs alone
     beams: list[list[int]] = [[] for _ in range(n_items * k)]
     finished: list[list[tuple[list[int], float, float]]] = [[] for _ in range(n_items)]
-    # Candidates per beam: the decoder's k + 1 best; with the CTC head, its 2k best (at
-    # least 4) and end-of-text.
-    width = k + 1 if ctc is None else min(max(2 * k, 4), logits.shape[-1] - 1) + 1
+    # Candidates per beam: the decoder's k + 1 best; with the CTC head, its k + 1 best (at
+    # least 3) and end-of-text.
+    width = k + 1 if ctc is None else min(max(k + 1, 3), logits.shape[-1] - 1) + 1
     eot_index = torch.tensor([eot], device=device)
     for step in range(max_tokens):
         logprobs = rules.apply(logits, beams).log_softmax(-1)  # (N*k, V)
@@ -328,9 +329,7 @@ def _beam_search(
         if ctc is None:
             total = scores.unsqueeze(1) + step_lp
         else:
-            ctc_gain, grown = _ctc_gains(
-                ctc, model.dims.ctc_units, state, item_of_row, beams, units, top_tok, tok
-            )
+            ctc_gain, added = _ctc_gains(ctc, speller, state, item_of_row, spelling, top_tok)
             total = scores.unsqueeze(1) + (1 - w) * step_lp + w * ctc_gain.to(step_lp.dtype)
         chosen = [
             c
@@ -342,13 +341,19 @@ def _beam_search(
         beams = [beams[r] + [t] for r, t in zip(source, next_tokens)]
         scores = torch.tensor(new_scores, device=device)
         decoder_sums = torch.stack([decoder_total[r, j] for r, j in zip(source, column)])
-        if ctc is not None:
-            flat = torch.tensor([r * width + j for r, j in zip(source, column)], device=device)
-            state = grown[0].take(flat)
-            units = [grown[1][i] for i in flat.tolist()]
+        if ctc is not None:  # the chosen candidates' forward variables, computed again
+            rows = torch.tensor(source, device=device)
+            grown = [added[r][j] for r, j in zip(source, column)]
+            state = ctc.extend(state, rows, item_of_row[rows], [units for units, _ in grown])
+            spelling = [
+                (spelling[r][0] or bool(units), pending)
+                for r, (units, pending) in zip(source, grown)
+            ]
         if all(len(f) >= k for f in finished) or step == max_tokens - 1:
             break
-        cache.reorder(torch.tensor(source, device=device))
+        # Beams move only among the rows of their own utterance, whose audio (and so
+        # cross-attention keys and values) are the same.
+        cache.reorder(torch.tensor(source, device=device), cross=False)
         step_tokens = torch.tensor(next_tokens, device=device).unsqueeze(1)  # (N*k, 1)
         logits = model.decoder(step_tokens, audio, cache)[:, -1].float()
     results = []
@@ -368,42 +373,27 @@ def _beam_search(
 
 def _ctc_gains(
     ctc: CTCPrefixScorer,
-    ctc_units: str,
+    speller: Speller,
     state,
     item_of_row: Tensor,
-    beams: list[list[int]],
-    units: list[list[int]],
+    spelling: list[tuple[bool, bool]],
     top_tok: Tensor,
-    tok: Tokenizer,
-) -> tuple[Tensor, tuple[object, list[list[int]]]]:
-    """log psi(beam + token) - log psi(beam) for every candidate `(N*k, width)`, and the
-    candidates' CTC states and units (row-major), for the chosen ones to carry on."""
+) -> tuple[Tensor, list[list[tuple[list[int], bool]]]]:
+    """log psi(beam + token) - log psi(beam) for every candidate `(N*k, width)` (the last
+    column is end-of-text: log P(transcript == beam) - log psi(beam)), and what each
+    candidate adds to its beam's spelling: (units, break pending)."""
     rows, width = top_tok.shape
-    src, added, new_units, ends = [], [], [], []
-    for r in range(rows):
-        for token in top_tok[r].tolist():
-            if token == tok.eot:
-                src.append(r), added.append([]), new_units.append(units[r]), ends.append(True)
-                continue
-            spelled = units_of(beams[r] + [token], tok, ctc_units)
-            ends.append(False)
-            new_units.append(spelled)
-            if spelled[: len(units[r])] == units[r]:
-                src.append(r), added.append(spelled[len(units[r]) :])
-            else:  # a piece that re-spells the text before it (rare): start from scratch
-                src.append(-1 - r), added.append(spelled)
-    base = torch.tensor([s if s >= 0 else -1 - s for s in src], device=state.psi.device)
-    start = state.take(base)
-    fresh = [i for i, s in enumerate(src) if s < 0]
-    if fresh:
-        index = torch.tensor(fresh, device=base.device)
-        empty = ctc.start(item_of_row[base[index]])
-        for name in ("r_n", "r_b", "last", "psi"):
-            getattr(start, name)[index] = getattr(empty, name)
-    grown = ctc.extend(start, item_of_row[base], added)
-    after = torch.where(torch.tensor(ends, device=base.device), ctc.full(grown), grown.psi)
-    gain = (after - state.psi[base]).view(rows, width)
-    return gain, (grown, new_units)
+    added = [
+        [speller.add(*spelling[r], token) for token in top_tok[r, :-1].tolist()]
+        for r in range(rows)
+    ]
+    source = torch.arange(rows, device=top_tok.device).repeat_interleave(width - 1)
+    psi = ctc.prefix_scores(
+        state, source, item_of_row[source], [units for row in added for units, _ in row]
+    ).view(rows, width - 1)
+    ends = ctc.full(state).unsqueeze(1)  # (N*k, 1)
+    gain = torch.cat([psi, ends], dim=1) - state.psi.unsqueeze(1)
+    return gain, added
 
 
 def _next_beams(
@@ -435,14 +425,8 @@ def _next_beams(
         elif len(finished) < k and len(live) < k:
             finished.append((beams[row], score, float(decoder_total[row, j])))
     while len(live) < k:  # too few candidates survive (a tiny vocabulary): pad with dead beams
-        live.append((-torch.inf, item * k, _column_of(top_tok[item * k], eot)))
+        live.append((-torch.inf, item * k, 0))
     return live
-
-
-def _column_of(tokens: Tensor, eot: int) -> int:
-    """A column of a dead row's candidates to pad with (its end-of-text, if proposed)."""
-    hits = (tokens == eot).nonzero()
-    return int(hits[0]) if len(hits) else 0
 
 
 def _rank(candidate: tuple[list[int], float, float], length_penalty: float | None) -> float:

@@ -301,9 +301,11 @@ class KVCache:
         self.length = 0
 
     def reorder(self, indices: Tensor) -> None:
-        """Reorder the batch in place, e.g. to follow the surviving beams in beam search."""
-        self.k.copy_(self.k.index_select(0, indices))
-        self.v.copy_(self.v.index_select(0, indices))
+        """Reorder the batch in place, e.g. to follow the surviving beams in beam search
+        (only the steps cached so far are moved)."""
+        n = self.length
+        self.k[:, :, :n].copy_(self.k[:, :, :n].index_select(0, indices))
+        self.v[:, :, :n].copy_(self.v[:, :, :n].index_select(0, indices))
 
 
 class CrossKVCache:

@@ -121,11 +121,13 @@ class TransformerCache:
             if layer.cross_kv is not None:
                 layer.cross_kv.reset()
 
-    def reorder(self, indices: Tensor) -> None:
-        """Reorder the batch (beam search); `indices` is `(B,)` of batch indices."""
+    def reorder(self, indices: Tensor, *, cross: bool = True) -> None:
+        """Reorder the batch (beam search); `indices` is `(B,)` of batch indices. With
+        `cross=False` the cross-attention keys/values stay: right when every row moves
+        to a row with the same context (the beams of one utterance), and much cheaper."""
         for layer in self.layers:
             layer.self_kv.reorder(indices)
-            if layer.cross_kv is not None:
+            if cross and layer.cross_kv is not None:
                 layer.cross_kv.reorder(indices)
 
 

@@ -109,7 +109,8 @@ def test_ctc_prefix_scores_match_the_ctc_loss_and_the_recurrence():
     scorer = CTCPrefixScorer(log_probs, lengths)
     item = torch.tensor([0, 1, 0, 1])
     spellings = [[1, 2, 2], [3, 1], [0], [2, 2, 2]]  # repeats need a blank between
-    state = scorer.extend(scorer.start(item), item, spellings)
+    rows = torch.arange(4)
+    state = scorer.extend(scorer.start(item), rows, item, spellings)
     for row, spelling in enumerate(spellings):
         i, t = int(item[row]), int(lengths[item[row]])
         nll = torch.nn.functional.ctc_loss(
@@ -126,8 +127,11 @@ def test_ctc_prefix_scores_match_the_ctc_loss_and_the_recurrence():
     # Extending one unit at a time gives what extending by all of them at once does.
     step = scorer.start(item)
     for j in range(3):
-        step = scorer.extend(step, item, [s[j : j + 1] for s in spellings])
+        step = scorer.extend(step, rows, item, [s[j : j + 1] for s in spellings])
     assert torch.allclose(step.psi, state.psi) and torch.allclose(step.r_b, state.r_b)
+    assert torch.allclose(
+        scorer.prefix_scores(scorer.start(item), rows, item, spellings), state.psi
+    )
 
 
 def _prefix_probability(y, spelling, blank):
@@ -230,3 +234,17 @@ def test_ctc_weight_needs_a_head_and_a_valid_weight(monkeypatch):
         decode(model, torch.randn(1, 80, 50), torch.tensor([50]), DecodingOptions(ctc_weight=0.3))
     with pytest.raises(ValueError, match="ctc_weight"):
         DecodingOptions(ctc_weight=1.0)
+
+
+def test_spelling_piece_by_piece_equals_spelling_the_text():
+    from asr.ctc import Speller, ctc_chars
+
+    tok = tiny_tokenizer()
+    speller = Speller(tok, "chars")
+    for text in ("Hello world.", "Good morning, Anna!", "  one -- two... three?", "O'Brien's dog"):
+        spelled, pending = [], False
+        for token in [*tok.encode(text), tok.eot]:
+            units, pending = speller.add(bool(spelled), pending, token)
+            spelled += units
+        assert spelled == ctc_chars(text), text
+    assert Speller(tok, "pieces").add(False, False, 5) == ([5], False)
