@@ -164,11 +164,14 @@ class CTCPrefixScorer:
             out = _State(work.r_n.clone(), work.r_b.clone(), work.last.clone(), psi)
         for j in range(lengths[0] if lengths else 0):
             m = sum(1 for n in lengths if n > j)
+            going_on = sum(1 for n in lengths if n > j + 1)
             unit = torch.tensor([added[r][j] for r in order[:m]], device=item.device)
-            work = self._extend_one(work.take(slice(0, m)), work_item[:m], unit)
-            psi[:m] = work.psi
+            # Scores alone need no forward variables for a row's last unit.
+            grow = m if keep else going_on
+            step_psi, work = self._extend_one(work.take(slice(0, m)), work_item[:m], unit, grow)
+            psi[:m] = step_psi
             if keep:
-                done = slice(sum(1 for n in lengths if n > j + 1), m)  # rows ending here
+                done = slice(going_on, m)  # rows ending here
                 out.r_n[done], out.r_b[done] = work.r_n[done], work.r_b[done]
                 out.last[done] = work.last[done]
         inverse = torch.empty_like(index)
@@ -181,19 +184,23 @@ class CTCPrefixScorer:
         """log P(transcript == prefix) per row."""
         return torch.logaddexp(state.r_n[:, -1], state.r_b[:, -1])
 
-    def _extend_one(self, state: _State, item: Tensor, unit: Tensor) -> _State:
-        """One unit `(R,)` more on each row. With y_t the unit's and b_t the blank's
-        probability at frame t, and phi_t = r_b(t) (+ r_n(t) unless the unit repeats the
-        last one, which needs a blank between):
+    def _extend_one(
+        self, state: _State, item: Tensor, unit: Tensor, grow: int
+    ) -> tuple[Tensor, _State]:
+        """One unit `(R,)` more on each row: log psi `(R,)`, and the forward variables of
+        the first `grow` rows. With y_t the unit's and b_t the blank's probability at frame
+        t, and phi_t = r_b(t) (+ r_n(t) unless the unit repeats the last one, which needs a
+        blank between):
 
             r_n'(t) = (r_n'(t-1) + phi_{t-1}) y_t,   r_b'(t) = (r_b'(t-1) + r_n'(t-1)) b_t,
             psi' = sum_t phi_{t-1} y_t.
         """
         y = self.units[item, :, unit]  # (R, S): log y_t, t = 1..S
-        b = self.blanks[item]  # (R, S): log b_t
         repeat = (state.last == unit).unsqueeze(1)
         phi = torch.where(repeat, state.r_b, torch.logaddexp(state.r_n, state.r_b))[:, :-1]
         psi = torch.logsumexp(phi + y, dim=1)
+        y, phi, unit = y[:grow], phi[:grow], unit[:grow]
+        b = self.blanks[item[:grow]]  # (grow, S): log b_t
         # r_n'(t) = sum_{s <= t} phi_{s-1} prod_{u=s..t} y_u = Y_t + logcumsumexp(phi_{s-1} - Y_{s-1})
         cum_y = y.cumsum(1)  # Y_1..Y_S
         before = torch.cat([cum_y.new_zeros(len(unit), 1), cum_y[:, :-1]], dim=1)  # Y_0..Y_{S-1}
@@ -203,6 +210,7 @@ class CTCPrefixScorer:
         acc = torch.logcumsumexp(r_n - cum_b, dim=1)
         none = torch.full_like(acc[:, :1], -torch.inf)
         r_b = cum_b + torch.cat([none, acc[:, :-1]], dim=1)
-        return _State(
-            torch.cat([none, r_n], dim=1), torch.cat([none, r_b], dim=1), unit.clone(), psi
+        grown = _State(
+            torch.cat([none, r_n], dim=1), torch.cat([none, r_b], dim=1), unit.clone(), psi[:grow]
         )
+        return psi, grown
