@@ -23,7 +23,7 @@ from asr.tokenizer import TIME_PRECISION, Tokenizer
 
 # The CTC weight of a model that has a head, unless told otherwise (chosen on the valid
 # splits: see the README's ASR section).
-DEFAULT_CTC_WEIGHT = 0.3
+DEFAULT_CTC_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
