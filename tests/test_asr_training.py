@@ -281,14 +281,17 @@ def test_ctc_head_trains_with_the_model_and_is_exported_with_it(units):
     from asr.ctc import CTC_ALPHABET
     from training.asr_task import ASRLossConfig
 
+    def ctc_task(model):
+        return ASRTask(
+            model,
+            ASRDataConfig(no_speech_prob=0.0),
+            SpecAugment(freq_masks=0, time_masks=0),
+            ASRLossConfig(ctc_weight=0.3, ctc_units=units),
+        )
+
     torch.manual_seed(0)
     model = tiny_model(seed=2).train()
-    task = ASRTask(
-        model,
-        ASRDataConfig(no_speech_prob=0.0),
-        SpecAugment(freq_masks=0, time_masks=0),
-        ASRLossConfig(ctc_weight=0.3, ctc_units=units),
-    )
+    task = ctc_task(model)
     part = task.parts()["model"]
     assert part is not model and part.model is model
     n_units = model.tokenizer.n_text if units == "pieces" else len(CTC_ALPHABET)
@@ -307,13 +310,8 @@ def test_ctc_head_trains_with_the_model_and_is_exported_with_it(units):
     exported, dims = task.export()
     assert dims.ctc_units == units and exported.ctc is part.ctc
     assert exported.encoder is model.encoder and exported.decoder is model.decoder
-    # Started from such a model (--init), the head is the model's own and keeps learning.
-    again = ASRTask(
-        exported,
-        ASRDataConfig(no_speech_prob=0.0),
-        SpecAugment(freq_masks=0, time_masks=0),
-        ASRLossConfig(ctc_weight=0.3, ctc_units=units),
-    )
+    # Started from such a model (--init), the head trained is the model's own.
+    again = ctc_task(exported)
     part = again.parts()["model"]
     assert part.ctc is None and part.head is exported.ctc
     assert again.export()[0] is exported
