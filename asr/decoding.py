@@ -290,8 +290,8 @@ def _beam_search(
     """Beam search, `k` beams per item on `k` rows of the cache (reordered each step).
 
     Each live beam proposes its best continuations (`k + 1`, or with the CTC head the
-    decoder's best `max(2k, 4)` and end-of-text, re-scored by it); per item the best `k` that do not end
-    the text live on, and those that end it are kept as finished, until `k` have finished
+    decoder's best `k + 1` (at least 3) and end-of-text, re-scored by it); per item the
+    best `k` that do not end the text live on, and those that end it are kept as finished, until `k` have finished
     or the token budget is spent. The best finished beam wins (by length-normalised
     score). Returns (tokens, the decoder's sum of log-probs, P(no speech)) per item."""
     k, eot, tok = options.beam_size, model.tokenizer.eot, model.tokenizer
