@@ -43,6 +43,8 @@ class DecodingOptions:
     def __post_init__(self) -> None:
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {self.beam_size}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.ctc_weight is not None and not 0.0 <= self.ctc_weight < 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
 
@@ -54,8 +56,6 @@ class DecodingOptions:
         if self.ctc_weight > 0 and model.ctc is None:
             raise ValueError("ctc_weight needs a model with a CTC head")
         return self
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,8 @@ def test_ctc_weight_needs_a_head_and_a_valid_weight(monkeypatch):
         decode(model, torch.randn(1, 80, 50), torch.tensor([50]), DecodingOptions(ctc_weight=0.3))
     with pytest.raises(ValueError, match="ctc_weight"):
         DecodingOptions(ctc_weight=1.0)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        DecodingOptions(temperature=-0.1)
 
 
 def test_spelling_piece_by_piece_equals_spelling_the_text():
