@@ -122,14 +122,13 @@ class CTCPrefixScorer:
     """
 
     def __init__(self, log_probs: Tensor, lengths: Tensor) -> None:
-        b, s, _ = log_probs.shape
+        s = log_probs.shape[1]
         lp = log_probs.double()
         frame = torch.arange(s, device=lp.device)
         pad = frame.unsqueeze(0) >= lengths.to(lp.device).unsqueeze(1)  # (B, S)
         self.blank = lp.shape[-1] - 1
         self.units = lp[..., : self.blank].masked_fill(pad.unsqueeze(-1), _PAD_LOGPROB)
         self.blanks = lp[..., self.blank].masked_fill(pad, 0.0)  # (B, S)
-        self.n_frames = s
 
     def start(self, item: Tensor) -> _State:
         """The empty prefix for each row: only blanks so far, psi = 1."""
