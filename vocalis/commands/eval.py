@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vocalis.commands.say import add_sampling_arguments, sampling_options
-from vocalis.commands.transcribe import add_precision_argument
+from vocalis.commands.transcribe import add_ctc_weight_argument, add_precision_argument
 
 DEFAULT_MANIFESTS = ("imports/ljspeech.jsonl", "imports/librispeech.jsonl")  # under the data root
 
@@ -160,14 +160,7 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
     asr.add_argument("--split", default="test", help="manifest split to use (default: test)")
     asr.add_argument("--max-clips", type=int, default=50, help="at most this many clips per set")
     asr.add_argument("--beam-size", type=int, default=5, help="1 = greedy (default 5)")
-    asr.add_argument(
-        "--ctc-weight",
-        type=float,
-        action="append",
-        default=None,
-        help="weight of the model's CTC head in the search (repeatable: one row each; "
-        "default: the model's default)",
-    )
+    add_ctc_weight_argument(asr, repeatable=True)
     add_precision_argument(asr)
     asr.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     asr.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -223,15 +216,14 @@ def run_asr(args: argparse.Namespace) -> int:
     from core.checkpoint import inference_dtype
     from core.errors import VocalisError
     from vocalis.commands.data import default_data_root
-    from vocalis.commands.transcribe import checked_for_model
+    from vocalis.commands.transcribe import check_ctc_weight, checked_for_model
 
     if args.max_clips <= 0:
         raise VocalisError(f"--max-clips must be positive, got {args.max_clips}")
     if args.beam_size < 1 or args.batch_size < 1:
         raise VocalisError("--beam-size and --batch-size must be at least 1")
     for weight in args.ctc_weight or []:
-        if not 0 <= weight < 1:
-            raise VocalisError(f"--ctc-weight must be in [0, 1), got {weight:g}")
+        check_ctc_weight(weight)
     root = default_data_root()
     synths = (
         [Path(p) for p in args.synth] if args.synth else [root / m for m in ASR_SYNTH_MANIFESTS]

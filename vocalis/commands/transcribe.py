@@ -74,27 +74,36 @@ def _common(parser: argparse.ArgumentParser, *, beam_size: int) -> None:
     add_precision_argument(parser)
 
 
-def add_ctc_weight_argument(parser: argparse.ArgumentParser, **kwargs) -> None:
-    from asr.decoding import DEFAULT_CTC_WEIGHT
-
+def add_ctc_weight_argument(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
+    # The help names the default without importing it: asr.decoding loads torch, which
+    # `vocalis --help` and every command's start-up need not wait for.
     parser.add_argument(
         "--ctc-weight",
         type=float,
         default=None,
+        action="append" if repeatable else "store",
         help="weight of the model's CTC head in the search, 0 to 1 (0: the decoder alone; "
-        f"default {DEFAULT_CTC_WEIGHT:g} if the model has a head, else 0)",
-        **kwargs,
+        "default asr.decoding.DEFAULT_CTC_WEIGHT if the model has a head, else 0)"
+        + ("; repeatable: one row each" if repeatable else ""),
     )
 
 
-def checked_for_model(decoding, model, where: str = "--ctc-weight"):
+def check_ctc_weight(weight: float | None) -> None:
+    """A one-line error for a --ctc-weight outside [0, 1)."""
+    from core.errors import VocalisError
+
+    if weight is not None and not 0 <= weight < 1:
+        raise VocalisError(f"--ctc-weight must be in [0, 1), got {weight:g}")
+
+
+def checked_for_model(decoding, model):
     """`decoding.for_model(model)`, a one-line error when the model cannot do it."""
     from core.errors import VocalisError
 
     try:
         return decoding.for_model(model)
     except ValueError as e:
-        raise VocalisError(f"{where}: {e}") from None
+        raise VocalisError(f"--ctc-weight: {e}") from None
 
 
 def add_precision_argument(parser: argparse.ArgumentParser, what: str = "the weights") -> None:
@@ -127,8 +136,7 @@ def _options(args: argparse.Namespace, *, timestamps: bool):
         raise VocalisError(f"--beam-size must be at least 1, got {args.beam_size}")
     if args.batch_size < 1:
         raise VocalisError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.ctc_weight is not None and not 0 <= args.ctc_weight < 1:
-        raise VocalisError(f"--ctc-weight must be in [0, 1), got {args.ctc_weight:g}")
+    check_ctc_weight(args.ctc_weight)
     fallback = FallbackOptions(temperatures=(0.0,)) if args.no_fallback else FallbackOptions()
     decoding = DecodingOptions(
         beam_size=args.beam_size, timestamps=timestamps, ctc_weight=args.ctc_weight
