@@ -384,3 +384,27 @@ def test_bf16_autocast_leaves_the_features_in_fp32():
         assert torch.isfinite(out.loss)
     assert [mel.dtype for mel in seen] == [torch.float32, torch.float32]
     assert torch.equal(seen[0], seen[1])
+
+
+def test_config_manifests_resolve_under_the_data_root_or_beside_the_config(tmp_path, monkeypatch):
+    import argparse
+
+    from vocalis.commands.train import data_section
+
+    monkeypatch.setenv("VOCALIS_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    config = {"data": {"manifests": ["synth/manifest.jsonl", {"path": "../labels/x.jsonl"}]}}
+    args = argparse.Namespace(config=str(tmp_path / "configs" / "c.json"), manifest=None)
+    specs, values = data_section(config, args, "c")
+    assert [s.path for s in specs] == [
+        str(tmp_path / "data" / "synth" / "manifest.jsonl"),
+        str(tmp_path / "configs" / ".." / "labels" / "x.jsonl"),
+    ]
+    assert values == {}
+    # On the command line ./ and ../ mean the working directory.
+    args.manifest = ["./m.jsonl", "other.jsonl"]
+    specs, _ = data_section(config, args, "c")
+    assert [s.path for s in specs] == [
+        str(tmp_path / "m.jsonl"),
+        str(tmp_path / "data" / "other.jsonl"),
+    ]

@@ -11,7 +11,9 @@ each mapped onto a frozen dataclass (unknown keys are refused, naming the key):
     "data"           training.codec_task.CropConfig (its sample_rate is the codec's, its
                      seed the run's) plus "manifests": a list of paths, or of
                      {"path": ..., "repeat": N} to weight a small corpus up. Relative paths
-                     are under $VOCALIS_DATA (default ~/.cache/vocalis/corpus). Only
+                     are under $VOCALIS_DATA (default ~/.cache/vocalis/corpus), except
+                     ones starting ./ or ../: those are relative to the config file
+                     (manifests shipped in the repository, corpus/labels/). Only
                      utterances of split "train" are used.
     "notes"          free text, ignored
 
@@ -208,14 +210,22 @@ def data_section(
     """The config's "data" section split into its manifests (--manifest replaces them) and
     the remaining values, for the model's data dataclass."""
     values = dict(config.get("data", {}))
+    config_dir = Path(args.config).resolve().parent
     if args.manifest:
         values["manifests"] = list(args.manifest)
-    specs = manifest_specs(values, f"{name}: data.manifests")
+        config_dir = None  # a command-line path starting ./ means the working directory
+    specs = manifest_specs(values, f"{name}: data.manifests", config_dir)
     values.pop("manifests", None)
     return specs, values
 
 
-def manifest_specs(data: dict[str, Any], where: str) -> list[ManifestSpec]:
+def manifest_specs(
+    data: dict[str, Any], where: str, config_dir: Path | None = None
+) -> list[ManifestSpec]:
+    """The manifests of a data section, as absolute paths. A relative path is under the
+    data root ($VOCALIS_DATA), except one that starts with ./ or ../, which is relative to
+    `config_dir` (the config file's folder: a manifest shipped in the repository) or,
+    without one, to the working directory."""
     from core.errors import VocalisError
     from vocalis.commands.data import default_data_root
 
@@ -229,7 +239,10 @@ def manifest_specs(data: dict[str, Any], where: str) -> list[ManifestSpec]:
         if spec.repeat < 1:
             raise VocalisError(f"{where}[{i}]: repeat must be >= 1")
         path = Path(spec.path).expanduser()
-        path = path if path.is_absolute() else default_data_root() / path
+        if spec.path.startswith(("./", "../")):
+            path = (config_dir or Path.cwd()) / path
+        elif not path.is_absolute():
+            path = default_data_root() / path
         specs.append(ManifestSpec(str(path), spec.repeat))
     return specs
 
