@@ -97,3 +97,35 @@ def test_pack_subset_by_hours_is_seeded_bounded_and_ordered():
     assert 350 <= sum(durations[i] for i in keep) <= 360
     assert keep != subset_by_hours(durations, 0.1, seed=1)
     assert subset_by_hours(durations, 1.0) == list(range(200))
+
+
+LABELS = Path(__file__).resolve().parents[1] / "corpus" / "labels"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not present")
+def test_shipped_librispeech_labels_match_the_import_and_its_splits(tmp_path):
+    """corpus/labels/librispeech_pocketsphinx.jsonl (pocketsphinx's transcripts, shipped so
+    a fresh machine need not relabel) reads ../shared/data by a relative path and keeps
+    each utterance in the split the importer gives it: no held-out reader leaks in."""
+    from corpus.importers import import_corpus
+
+    labels = read_manifest(LABELS / "librispeech_pocketsphinx.jsonl")
+    result = import_corpus("librispeech", SHARED / "librispeech", tmp_path / "l.jsonl",
+                           name="librispeech")  # fmt: skip
+    imported = {u.id: u for u in result.utterances}
+    assert 200 <= len(labels) <= len(imported)
+    for u in labels:
+        assert Path(u.audio).is_file() and u.text
+        assert (u.split, u.speaker) == (imported[u.id].split, imported[u.id].speaker)
+    assert sum(u.split == "train" for u in labels) >= 200
+
+    from vocalis.commands.train import ASR_SECTIONS, data_section, read_config
+
+    config_path = Path(__file__).resolve().parents[1] / "training/configs/asr_cpu_pseudo.json"
+    config = read_config(config_path, ASR_SECTIONS)
+    args = type("Args", (), {"config": str(config_path), "manifest": None})()
+    specs, _ = data_section(config, args, "asr_cpu_pseudo")
+    shipped = [s for s in specs if "labels" in s.path]
+    assert len(shipped) == 1 and Path(shipped[0].path).resolve() == (
+        LABELS / "librispeech_pocketsphinx.jsonl"
+    )
