@@ -20,6 +20,7 @@ from corpus.text import normalize_text, words_of
 class Clip:
     audio: str
     text: str
+    speaker: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,11 @@ def evaluate(
     test_sets: dict[str, Sequence[Clip]],
     systems: Sequence[ASRSystem],
     progress: Callable[[str], None] | None = None,
+    by_speaker: bool = False,
 ) -> ASREvalReport:
-    """WER of every system on every test set, systems side by side per set."""
+    """WER of every system on every test set, systems side by side per set; with
+    `by_speaker`, each set's row is followed by one per speaker of its clips, from the same
+    transcripts (test set "<set>: <speaker>"; RTF is the whole set's)."""
     rows = []
     for set_name, clips in test_sets.items():
         seconds = sum(audio_info(c.audio).duration for c in clips)
@@ -119,7 +123,15 @@ def evaluate(
             hypotheses = system.run([c.audio for c in clips])
             elapsed = time.perf_counter() - start
             wer, words = word_errors([c.text for c in clips], hypotheses)
-            rows.append(WERRow(system.name, set_name, wer, len(clips), words, elapsed / seconds))
+            rtf = elapsed / seconds
+            rows.append(WERRow(system.name, set_name, wer, len(clips), words, rtf))
+            if by_speaker:
+                for speaker in sorted({c.speaker for c in clips}):
+                    mine = [i for i, c in enumerate(clips) if c.speaker == speaker]
+                    refs, hyps = [clips[i].text for i in mine], [hypotheses[i] for i in mine]
+                    wer_s, words_s = word_errors(refs, hyps)
+                    name = f"{set_name}: {speaker}"
+                    rows.append(WERRow(system.name, name, wer_s, len(mine), words_s, rtf))
             if progress is not None:
                 progress(f"{system.name} on {set_name}: WER {100 * wer:.1f}%")
     return ASREvalReport(rows)

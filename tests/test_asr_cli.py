@@ -177,6 +177,22 @@ def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
         table.startswith("| system | test set | WER |")
         and "| vocalis (tiny, fp32) | real: t | 0.0% | 1 |" in table
     )
+    # --by-speaker: each set's row, then one per speaker from the same transcripts
+    two = [utts[0], dataclasses.replace(utts[1], speaker="s2")]
+    two_manifest = str(write_manifest(tmp_path / "two.jsonl", two))
+    by = ["eval", "asr", "--checkpoint", checkpoint, "--synth", two_manifest, "--real",
+          two_manifest, "--no-baselines", "--beam-size", "1", "--json", "--by-speaker"]  # fmt: skip
+    assert main(by) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["test_set"], r["clips"], r["words"]) for r in rows] == [
+        ("synthetic, held-out voices", 2, 5),
+        ("synthetic, held-out voices: s", 1, 2),
+        ("synthetic, held-out voices: s2", 1, 3),
+        ("real: t", 2, 5),
+        ("real: t: s", 1, 2),
+        ("real: t: s2", 1, 3),
+    ]
+    assert len({r["rtf"] for r in rows[:3]}) == 1
 
 
 def test_a_model_with_a_ctc_head_keeps_it_and_decodes_with_it(files, capsys, tmp_path):

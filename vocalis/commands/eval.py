@@ -165,6 +165,11 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
     asr.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     asr.add_argument("--device", default="cpu", help="torch device (default cpu)")
     asr.add_argument("--no-baselines", action="store_true", help="skip pocketsphinx")
+    asr.add_argument(
+        "--by-speaker",
+        action="store_true",
+        help="after each set's row, one row per speaker in it (the same transcripts)",
+    )
     asr.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     asr.set_defaults(handler=run_asr)
 
@@ -192,7 +197,7 @@ def _asr_clips_by_source(paths: list[Path], split: str, held_out_voices: bool) -
         return not held_out_voices or u.extra.get("speaker_split", split) == split
 
     by_source = _by_source(paths, keep)
-    return {k: [Clip(u.audio, u.text) for u in us] for k, us in by_source.items()}
+    return {k: [Clip(u.audio, u.text, u.speaker) for u in us] for k, us in by_source.items()}
 
 
 def _interleave(queues: list[list], max_clips: int) -> list:
@@ -264,7 +269,12 @@ def run_asr(args: argparse.Namespace) -> int:
         systems.append(baseline)
     elif not args.no_baselines:
         print("pocketsphinx is not installed: no baseline row", file=sys.stderr)
-    report = evaluate(test_sets, systems, progress=lambda line: print(line, file=sys.stderr))
+    report = evaluate(
+        test_sets,
+        systems,
+        progress=lambda line: print(line, file=sys.stderr),
+        by_speaker=args.by_speaker,
+    )
     print(report.to_json() if args.json else report.to_markdown(), end="")
     return 0
 
