@@ -193,6 +193,18 @@ def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
         ("real: t: s2", 1, 3),
     ]
     assert len({r["rtf"] for r in rows[:3]}) == 1
+    # A synthetic set cut to --max-clips takes every held-out voice in turn, not the
+    # first voice's clips by path (which had left "held-out voices" one voice).
+    three = [utts[0], dataclasses.replace(utts[0], id="hello2"), two[1]]
+    three_manifest = str(write_manifest(tmp_path / "three.jsonl", three))
+    by[by.index("--synth") + 1] = by[by.index("--real") + 1] = three_manifest
+    assert main([*by, "--max-clips", "2"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["test_set"], r["clips"], r["words"]) for r in rows[:3]] == [
+        ("synthetic, held-out voices", 2, 5),
+        ("synthetic, held-out voices: s", 1, 2),
+        ("synthetic, held-out voices: s2", 1, 3),
+    ]
 
 
 def test_a_model_with_a_ctc_head_keeps_it_and_decodes_with_it(files, capsys, tmp_path):

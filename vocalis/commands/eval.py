@@ -188,7 +188,9 @@ def _by_source(paths: list[Path], keep: Callable) -> dict[str, list]:
 
 
 def _asr_clips_by_source(paths: list[Path], split: str, held_out_voices: bool) -> dict:
-    """Transcribed clips of `split` per corpus source, each source's clips sorted by path."""
+    """Transcribed clips of `split` per corpus source, each source's clips sorted by path;
+    with `held_out_voices`, per (source, speaker) instead, so that a set cut to
+    --max-clips by `_interleave` hears every held-out voice, not only the first by path."""
     from asr.evaluate import Clip
 
     def keep(u) -> bool:
@@ -196,8 +198,12 @@ def _asr_clips_by_source(paths: list[Path], split: str, held_out_voices: bool) -
             return False
         return not held_out_voices or u.extra.get("speaker_split", split) == split
 
-    by_source = _by_source(paths, keep)
-    return {k: [Clip(u.audio, u.text, u.speaker) for u in us] for k, us in by_source.items()}
+    groups: dict = {}
+    for source, us in _by_source(paths, keep).items():
+        for u in us:
+            key = (source, u.speaker) if held_out_voices else source
+            groups.setdefault(key, []).append(Clip(u.audio, u.text, u.speaker))
+    return groups
 
 
 def _interleave(queues: list[list], max_clips: int) -> list:
