@@ -1,5 +1,6 @@
 """`vocalis data ...` through vocalis.cli.main; and the real ../shared/data folders."""
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,7 @@ def test_shipped_librispeech_labels_match_the_import_and_its_splits(tmp_path):
 
     config_path = Path(__file__).resolve().parents[1] / "training/configs/asr_cpu_pseudo.json"
     config = read_config(config_path, ASR_SECTIONS)
-    args = type("Args", (), {"config": str(config_path), "manifest": None})()
+    args = argparse.Namespace(config=str(config_path), manifest=None)
     specs, _ = data_section(config, args, "asr_cpu_pseudo")
     shipped = [s for s in specs if "labels" in s.path]
     assert len(shipped) == 1 and Path(shipped[0].path).resolve() == (

@@ -188,9 +188,7 @@ def _by_source(paths: list[Path], keep: Callable) -> dict[str, list]:
 
 
 def _asr_clips_by_source(paths: list[Path], split: str, held_out_voices: bool) -> dict:
-    """Transcribed clips of `split` per corpus source, each source's clips sorted by path;
-    with `held_out_voices`, per (source, speaker) instead, so that a set cut to
-    --max-clips by `_interleave` hears every held-out voice, not only the first by path."""
+    """Transcribed clips of `split` per corpus source, each source's clips sorted by path."""
     from asr.evaluate import Clip
 
     def keep(u) -> bool:
@@ -198,12 +196,8 @@ def _asr_clips_by_source(paths: list[Path], split: str, held_out_voices: bool) -
             return False
         return not held_out_voices or u.extra.get("speaker_split", split) == split
 
-    groups: dict = {}
-    for source, us in _by_source(paths, keep).items():
-        for u in us:
-            key = (source, u.speaker) if held_out_voices else source
-            groups.setdefault(key, []).append(Clip(u.audio, u.text, u.speaker))
-    return groups
+    by_source = _by_source(paths, keep)
+    return {k: [Clip(u.audio, u.text, u.speaker) for u in us] for k, us in by_source.items()}
 
 
 def _interleave(queues: list[list], max_clips: int) -> list:
@@ -243,7 +237,11 @@ def run_asr(args: argparse.Namespace) -> int:
     test_sets = {}
     for synth in synths if args.synth else [p for p in synths if p.is_file()]:
         sources = _asr_clips_by_source([synth], args.split, held_out_voices=True)
-        clips = _interleave(list(sources.values()), args.max_clips)
+        # cut to --max-clips voice by voice: the first clips by path are all one voice's
+        by_voice: dict[str, list] = {}
+        for clip in (c for source in sources.values() for c in source):
+            by_voice.setdefault(clip.speaker, []).append(clip)
+        clips = _interleave(list(by_voice.values()), args.max_clips)
         # the first corpus keeps the plain name; others are told apart by their folder
         label = "synthetic" if synth == synths[0] else f"synthetic ({synth.parent.name})"
         if clips:

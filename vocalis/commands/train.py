@@ -210,10 +210,10 @@ def data_section(
     """The config's "data" section split into its manifests (--manifest replaces them) and
     the remaining values, for the model's data dataclass."""
     values = dict(config.get("data", {}))
-    config_dir = Path(args.config).resolve().parent
+    # a command-line path starting ./ means the working directory, a config's its folder
+    config_dir = None if args.manifest else Path(args.config).resolve().parent
     if args.manifest:
         values["manifests"] = list(args.manifest)
-        config_dir = None  # a command-line path starting ./ means the working directory
     specs = manifest_specs(values, f"{name}: data.manifests", config_dir)
     values.pop("manifests", None)
     return specs, values
