@@ -13,12 +13,20 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from corpus.manifest import Utterance
 from corpus.phonemes import find_cmudict, load_lexicon, select_for_coverage
 from corpus.sentences import generate_sentences
 from corpus.text_sources import compose_utterances, source_fragments
-from corpus.voices import SPEAKERS, RenderSettings, Speaker
+from corpus.voices import (
+    SPEAKERS,
+    RenderSettings,
+    Speaker,
+    espeak_parts,
+    speaker_by_id,
+    variety_speakers,
+)
 
 DEFAULT_VALID_SPEAKERS = ("synth/espeak-en-gb-x-gbclan+f1",)
 DEFAULT_TEST_SPEAKERS = ("synth/flite-rms", "synth/espeak-en-029+f5")
@@ -41,6 +49,7 @@ class SynthConfig:
     lufs: float = -23.0
     text: str = "generated"  # `corpus.sentences`, "wordnet" or a text file (corpus.text_sources)
     id_prefix: str = ""  # keeps ids unique when corpora of other text are used together
+    revoice: str = ""  # the manifest whose training text `plan_revoice` reads again
 
 
 @dataclass(frozen=True)
@@ -140,4 +149,49 @@ def plan_corpus(config: SynthConfig, sentences: Sequence[str] | None = None) -> 
         for i in sorted(rng.sample(pool, min(per_held_out, len(pool)))):
             items.append(_item(config, speaker, i, sentences[i], own, rng))
     items.sort(key=lambda it: (it.speaker_split != "train", it.sentence, it.speaker.id))
+    return items
+
+
+def revoice_speakers(held_out: Sequence[str], seed: int = 0) -> tuple[Speaker, ...]:
+    """The espeak voices that may read a corpus again: none shares an accent or a variant
+    with a held-out speaker of it (`held_out`: speaker ids), none is one of its own voices."""
+    accents, variants = set(), set()
+    for speaker_id in held_out:
+        try:
+            speaker = speaker_by_id(speaker_id)
+        except KeyError:
+            continue
+        if speaker.engine == "espeak":
+            accent, variant = espeak_parts(speaker.voice)
+            accents.add(accent)
+            variants.add(variant)
+    base = {s.id for s in SPEAKERS}
+    return variety_speakers(accents, variants, base, seed)
+
+
+def plan_revoice(utterances: Sequence[Utterance], config: SynthConfig) -> list[SynthItem]:
+    """Training items that read the training text of `utterances` again in new voices.
+
+    Only `train` rows whose speaker is a training speaker are read again, so no held-out
+    text or voice leaks in; every row of it gets a voice of `config.speakers` in turn (in
+    a seeded order), at most `config.utterances` rows. Ids are `<voice>_rv_<source id>`.
+    """
+    rows = [
+        u for u in utterances
+        if u.split == "train" and u.text and u.extra.get("speaker_split", "train") == "train"
+    ]  # fmt: skip
+    if not config.speakers:
+        raise ValueError("no voices to read the corpus again")
+    rng = random.Random(config.seed * 7919 + 3)
+    rng.shuffle(rows)
+    voices = list(config.speakers)
+    rng.shuffle(voices)
+    items = []
+    for k, utt in enumerate(rows[: config.utterances]):
+        item = _item(config, voices[k % len(voices)], k, utt.text, "train", rng)
+        slug = item.speaker.id.split("/", 1)[1]
+        items.append(
+            replace(item, id=f"{slug}_rv_{utt.id}", sentence=int(utt.extra.get("sentence", k)))
+        )
+    items.sort(key=lambda it: it.id)
     return items

@@ -12,9 +12,16 @@ from corpus.manifest import read_manifest
 from corpus.phonemes import find_cmudict, load_lexicon, select_for_coverage, units
 from corpus.render_check import check_render, trim_silence
 from corpus.sentences import generate_sentences
-from corpus.synth import render_item, synthesize
-from corpus.synth_plan import SynthConfig, plan_corpus
-from corpus.voices import ENGINE_BINARIES, SPEAKERS, RenderSettings, render_wav, speaker_by_id
+from corpus.synth import _utterance, render_item, synthesize
+from corpus.synth_plan import SynthConfig, plan_corpus, plan_revoice, revoice_speakers
+from corpus.voices import (
+    ENGINE_BINARIES,
+    SPEAKERS,
+    RenderSettings,
+    espeak_parts,
+    render_wav,
+    speaker_by_id,
+)
 
 TEXT = "The quick brown fox jumps over the lazy dog."
 
@@ -121,3 +128,51 @@ def test_synthesize_resumes_and_drops_bad(tmp_path):
 
 def _raise():
     raise KeyboardInterrupt
+
+
+def test_revoice_reads_only_training_text_in_voices_unlike_the_held_out_ones():
+    config = SynthConfig(utterances=400, held_out_per_speaker=10, seed=1)
+    plan = plan_corpus(config, generate_sentences(400, seed=1))
+    rows = [_utterance(it, {"audio": f"/x/{it.id}.flac", "duration": 2.0}, config) for it in plan]
+    held_out = config.valid_speakers + config.test_speakers  # one flite, two espeak voices
+    voices = revoice_speakers(held_out)
+    banned = [espeak_parts(speaker_by_id(s).voice) for s in held_out if "espeak" in s]
+    assert banned == [("en-gb-x-gbclan", "f1"), ("en-029", "f5")]
+    assert len(voices) > 300 and {v.engine for v in voices} == {"espeak"}
+    for v in voices:
+        accent, variant = espeak_parts(v.voice)
+        assert accent not in {"en-gb-x-gbclan", "en-029"} and variant not in {"f1", "f5"}
+    assert not {v.id for v in voices} & {s.id for s in SPEAKERS}
+
+    revoice = SynthConfig(utterances=10_000, speakers=voices, valid_speakers=(), test_speakers=())
+    items = plan_revoice(rows, revoice)
+    assert items == plan_revoice(rows, revoice)
+    train_text = {it.text for it in plan if it.split == "train"}
+    held_text = {it.text for it in plan if it.split != "train"}
+    assert len(items) == sum(it.split == "train" for it in plan)  # each training row once
+    assert {it.text for it in items} == train_text and not held_text & train_text
+    assert {it.split for it in items} == {"train"} and len({it.id for it in items}) == len(items)
+    assert len({it.speaker.id for it in items}) == min(len(items), len(voices))
+    assert len(plan_revoice(rows, replace(revoice, utterances=50))) == 50
+
+
+def test_revoice_command_renders_a_corpus_in_new_voices(tmp_path):
+    _needs("espeak")
+    from vocalis.cli import main
+
+    speakers = tuple(s for s in SPEAKERS if s.engine == "espeak")[:2]
+    config = SynthConfig(utterances=3, speakers=speakers, valid_speakers=(), test_speakers=(),
+                         valid_fraction=0, test_fraction=0)  # fmt: skip
+    texts = ["One short sentence here.", "Another one, quite short.", "The third of them."]
+    synthesize(tmp_path / "synth", config, workers=1, progress=False,
+               items=plan_corpus(config, texts))  # fmt: skip
+    out = tmp_path / "voices"
+    argv = ["data", "synth", "--revoice", str(tmp_path / "synth" / "manifest.jsonl"),
+            "-o", str(out), "--utterances", "2", "--workers", "1", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    utts = read_manifest(out / "manifest.jsonl")
+    assert len(utts) == 2 and {u.text for u in utts} < set(texts)
+    assert not {u.speaker for u in utts} & {s.id for s in speakers}
+    assert all(u.split == "train" and "_rv_" in u.id for u in utts)
+    assert main(argv) == 0  # resumes: the same settings, nothing rendered again
+    assert len(read_manifest(out / "manifest.jsonl")) == 2

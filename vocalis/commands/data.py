@@ -80,6 +80,15 @@ def _register_synth(sub: argparse._SubParsersAction) -> None:
         help="what the voices read: 'generated' (template sentences), 'wordnet' (WordNet's "
         "glosses and examples, natural English) or a UTF-8 text file, one sentence per line",
     )
+    p.add_argument(
+        "--revoice",
+        default=None,
+        metavar="MANIFEST",
+        help="instead, read the training text of a synthetic corpus's manifest again, each "
+        "row in a new espeak voice (accent x variant pairs, none sharing an accent or a "
+        "variant with the corpus's held-out voices; all rows train), at most --utterances "
+        "rows (default folder: DATA/<its folder>_voices)",
+    )
     p.add_argument("--list-speakers", action="store_true", help="print the speakers and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_synth)
@@ -189,6 +198,8 @@ def run_synth(args: argparse.Namespace) -> int:
         raise VocalisError(f"--engines: choose from {', '.join(ENGINE_BINARIES)}")
     if args.utterances <= 0 or args.workers <= 0 or args.sample_rate < 8000:
         raise VocalisError("--utterances and --workers must be positive, --sample-rate >= 8000")
+    if args.revoice:
+        return _run_revoice(args)
     speakers = tuple(s for s in SPEAKERS if s.engine in engines)
     if args.list_speakers:
         for s in speakers:
@@ -218,6 +229,55 @@ def run_synth(args: argparse.Namespace) -> int:
         f"{report.utterances} utterances, {report.hours:.2f} h in {report.manifest} "
         f"({report.rendered} rendered now, {report.resumed} from earlier runs, "
         f"{report.rejected} rejected; {report.wall_seconds / 60:.1f} min)"
+    )
+    return 0
+
+
+def _run_revoice(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from core.errors import VocalisError
+    from corpus.manifest import read_manifest
+    from corpus.synth import synthesize
+    from corpus.synth_plan import SynthConfig, plan_revoice, revoice_speakers
+
+    source = Path(args.revoice).expanduser().resolve()
+    if not source.is_file():
+        raise VocalisError(f"--revoice: no such manifest '{args.revoice}'")
+    rows = read_manifest(source)
+    base = SynthConfig()
+    held_out = {u.speaker for u in rows if u.extra.get("speaker_split", "train") != "train"}
+    held_out |= set(base.valid_speakers) | set(base.test_speakers)
+    speakers = revoice_speakers(sorted(held_out), args.seed)
+    if args.list_speakers:
+        for s in speakers:
+            print(f"{s.id:40s} {s.engine:9s} {s.gender:6s} {s.accent}")
+        return 0
+    config = replace(
+        base,
+        utterances=args.utterances,
+        seed=args.seed,
+        sample_rate=args.sample_rate,
+        speakers=speakers,
+        valid_speakers=(),
+        test_speakers=(),
+        text="revoice",
+        id_prefix="rv",
+        revoice=str(source),
+    )
+    items = plan_revoice(rows, config)
+    if not items:
+        raise VocalisError(f"--revoice: '{args.revoice}' has no transcribed training rows")
+    output = (
+        Path(args.output) if args.output else default_data_root() / f"{source.parent.name}_voices"
+    )
+    report = synthesize(
+        output, config, workers=args.workers, progress=not args.no_progress, items=items
+    )
+    print(
+        f"{report.utterances} utterances in {len(speakers)} voices, {report.hours:.2f} h in "
+        f"{report.manifest} ({report.rendered} rendered now, {report.resumed} from earlier "
+        f"runs, {report.rejected} rejected; {report.wall_seconds / 60:.1f} min)"
     )
     return 0
 
