@@ -14,6 +14,7 @@ junk for general text and is never used; the validator in `corpus.render_check` 
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -189,8 +190,6 @@ def variety_speakers(
     every held-out voice (not just the pairs), so a held-out voice stays unseen in both
     respects. Rate and pitch setting per pair are drawn from `seed`.
     """
-    import random
-
     rng = random.Random(seed * 104729 + 17)
     speakers = []
     for accent, accent_name in ESPEAK_ACCENTS.items():

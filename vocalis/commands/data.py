@@ -202,8 +202,7 @@ def run_synth(args: argparse.Namespace) -> int:
         return _run_revoice(args)
     speakers = tuple(s for s in SPEAKERS if s.engine in engines)
     if args.list_speakers:
-        for s in speakers:
-            print(f"{s.id:40s} {s.engine:9s} {s.gender:6s} {s.accent}")
+        _print_speakers(speakers)
         return 0
     text, id_prefix, folder = args.text, "", "synth"
     if text == "wordnet":
@@ -233,6 +232,11 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_speakers(speakers) -> None:
+    for s in speakers:
+        print(f"{s.id:40s} {s.engine:9s} {s.gender:6s} {s.accent}")
+
+
 def _run_revoice(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -250,8 +254,7 @@ def _run_revoice(args: argparse.Namespace) -> int:
     held_out |= set(base.valid_speakers) | set(base.test_speakers)
     speakers = revoice_speakers(sorted(held_out), args.seed)
     if args.list_speakers:
-        for s in speakers:
-            print(f"{s.id:40s} {s.engine:9s} {s.gender:6s} {s.accent}")
+        _print_speakers(speakers)
         return 0
     config = replace(
         base,
