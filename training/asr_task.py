@@ -40,6 +40,7 @@ from asr.tokenizer import Tokenizer
 from core.audio import resample, rms_dbfs
 from corpus.dataset import AudioBatch
 from training.nonspeech import non_speech
+from training.rooms import colour
 from training.trainer import LossOutput, TrainTask
 
 IGNORE = -100
@@ -62,6 +63,17 @@ class ASRDataConfig:
     # `snr_db`: synthetic voices are clean, real recordings are not.
     noise_prob: float = 0.0
     snr_db: tuple[float, float] = (5.0, 30.0)
+    # Rooms and microphones (training.rooms), before the noise: shares of speech items
+    # given a reverberant room (RT60 and direct-to-reverberant ratio drawn in `rt60` s and
+    # `drr_db`), a microphone's colouration (a smooth gain curve within +- `eq_db`) and a
+    # band-limited channel (a low-pass at a cutoff drawn in `lowpass_hz`).
+    reverb_prob: float = 0.0
+    rt60: tuple[float, float] = (0.2, 0.8)
+    drr_db: tuple[float, float] = (0.0, 15.0)
+    eq_prob: float = 0.0
+    eq_db: float = 6.0
+    lowpass_prob: float = 0.0
+    lowpass_hz: tuple[float, float] = (3400.0, 7500.0)
 
     def __post_init__(self) -> None:
         if not 0 < self.max_seconds <= 30.0:
@@ -72,7 +84,18 @@ class ASRDataConfig:
             raise ValueError(f"speed must be a range within [0.5, 2], got {self.speed}")
         if self.snr_db[0] > self.snr_db[1]:
             raise ValueError(f"snr_db must be a (low, high) range, got {self.snr_db}")
-        for name in ("timestamp_prob", "no_speech_prob", "pack_prob", "cut_prob", "noise_prob"):
+        if not 0.05 <= self.rt60[0] <= self.rt60[1] <= 3.0:
+            raise ValueError(f"rt60 must be a range within [0.05, 3] seconds, got {self.rt60}")
+        if self.drr_db[0] > self.drr_db[1]:
+            raise ValueError(f"drr_db must be a (low, high) range, got {self.drr_db}")
+        if not 0.0 <= self.eq_db <= 24.0:
+            raise ValueError(f"eq_db must be in [0, 24], got {self.eq_db}")
+        if not 100.0 <= self.lowpass_hz[0] <= self.lowpass_hz[1] <= SAMPLE_RATE / 2:
+            raise ValueError(
+                f"lowpass_hz must be a range within [100, {SAMPLE_RATE // 2}], got {self.lowpass_hz}"
+            )
+        probs = ("timestamp_prob", "no_speech_prob", "pack_prob", "cut_prob", "noise_prob")
+        for name in probs + ("reverb_prob", "eq_prob", "lowpass_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -322,6 +345,7 @@ class ASRTask(TrainTask):
         # convolutions of long waveforms are slow on the CPU and coarse in any case).
         with torch.autocast(batch.wav.device.type, enabled=False):
             wav, clip_lengths = perturb_speed(batch.wav, batch.lengths, self.data, skip=no_speech)
+            wav = colour(wav, clip_lengths, self.data, SAMPLE_RATE, skip=no_speech)
             wav = add_noise(wav, clip_lengths, self.data, skip=no_speech)
             wav = self._replace_with_noise(wav, no_speech)  # (B, T)
             examples = self._examples(wav, clip_lengths.tolist(), batch.texts, no_speech, timed)
