@@ -207,6 +207,35 @@ def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
     ]
 
 
+def test_eval_asr_scores_each_set_again_under_each_condition(files, capsys, tmp_path):
+    _, checkpoint, audio = files
+    utts = [
+        Utterance(
+            name, str(audio / "spk" / f"{name}.wav"), 1.0, SAMPLE_RATE, text, "s", "t", "test"
+        )
+        for name, text in (("hello", TEXTS[0]), ("morning", TEXTS[1]))
+    ]
+    manifest = str(write_manifest(tmp_path / "test.jsonl", utts))
+    argv = ["eval", "asr", "--checkpoint", checkpoint, "--synth", manifest, "--real", manifest,
+            "--no-baselines", "--beam-size", "1", "--json"]  # fmt: skip
+    conditions = ["--condition", "room", "--condition", "phone"]
+    assert main([*argv, *conditions]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["test_set"], r["clips"], r["words"]) for r in rows] == [
+        ("synthetic, held-out voices", 2, 5),
+        ("real: t", 2, 5),
+        ("synthetic, held-out voices, room", 2, 5),
+        ("real: t, room", 2, 5),
+        ("synthetic, held-out voices, phone", 2, 5),
+        ("real: t, phone", 2, 5),
+    ]
+    assert main([*argv, *conditions]) == 0  # the same rooms every run
+    assert [r["wer"] for r in json.loads(capsys.readouterr().out)] == [r["wer"] for r in rows]
+    with pytest.raises(SystemExit):
+        main([*argv, "--condition", "tunnel"])
+    assert "invalid choice: 'tunnel'" in capsys.readouterr().err
+
+
 def test_a_model_with_a_ctc_head_keeps_it_and_decodes_with_it(files, capsys, tmp_path):
     from asr.model import load_asr
 

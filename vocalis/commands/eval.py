@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,6 +141,7 @@ def run_codec(args: argparse.Namespace) -> int:
 # under the data root: template sentences, and natural text (`data synth --text wordnet`)
 ASR_SYNTH_MANIFESTS = ("synth/manifest.jsonl", "synth_wordnet/manifest.jsonl")
 ASR_REAL_MANIFESTS = ("imports/librispeech.jsonl", "imports/ljspeech.jsonl")
+ASR_CONDITIONS = ("room", "phone")  # training.rooms.CONDITIONS, named here without torch
 
 
 def _register_asr(sub: argparse._SubParsersAction) -> None:
@@ -169,6 +171,15 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
         "--by-speaker",
         action="store_true",
         help="after each set's row, one row per speaker in it (the same transcripts)",
+    )
+    asr.add_argument(
+        "--condition",
+        action="append",
+        choices=ASR_CONDITIONS,
+        default=None,
+        help="also score every set heard under this condition (repeatable): 'room', a "
+        "reverberant room (RT60 0.6 s, direct-to-reverberant ratio 3 dB); 'phone', a 3.4 kHz "
+        "band limit (training.rooms.CONDITIONS; seeded per clip, the same every run)",
     )
     asr.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     asr.set_defaults(handler=run_asr)
@@ -273,14 +284,40 @@ def run_asr(args: argparse.Namespace) -> int:
         systems.append(baseline)
     elif not args.no_baselines:
         print("pocketsphinx is not installed: no baseline row", file=sys.stderr)
-    report = evaluate(
-        test_sets,
-        systems,
-        progress=lambda line: print(line, file=sys.stderr),
-        by_speaker=args.by_speaker,
-    )
+    with tempfile.TemporaryDirectory(prefix="vocalis-eval-asr-") as folder:
+        clean = list(test_sets.items())
+        for condition in args.condition or []:
+            for set_name, clips in clean:
+                here = Path(folder) / f"{len(test_sets):02d}"
+                test_sets[f"{set_name}, {condition}"] = _under_condition(clips, condition, here)
+        report = evaluate(
+            test_sets,
+            systems,
+            progress=lambda line: print(line, file=sys.stderr),
+            by_speaker=args.by_speaker,
+        )
     print(report.to_json() if args.json else report.to_markdown(), end="")
     return 0
+
+
+def _under_condition(clips: list, condition: str, folder: Path) -> list:
+    """Copies of `clips` heard under `condition` (training.rooms), written to `folder` as
+    16 kHz wav files; clip i of a set is seeded with i, so every run hears the same."""
+    import dataclasses
+
+    from asr.model import SAMPLE_RATE
+    from core.audio import load_audio, save_audio
+    from training.rooms import under_condition
+
+    folder.mkdir(parents=True)
+    out = []
+    for i, clip in enumerate(clips):
+        wav = load_audio(clip.audio, SAMPLE_RATE)[0].mean(0)  # (T,)
+        path = save_audio(
+            folder / f"{i:05d}.wav", under_condition(wav, SAMPLE_RATE, condition, i), SAMPLE_RATE
+        )
+        out.append(dataclasses.replace(clip, audio=str(path)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------
