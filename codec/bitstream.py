@@ -12,7 +12,9 @@ Layout (all integers little-endian):
         CRC32       u32       of the frames and length fields and the payload
         payload               the chunk's codes (C, n, f), bit-packed; in a "range" file, a
                               method byte first (0: bit-packed, 1: range-coded), so a chunk
-                              that range coding would grow is sent packed
+                              that range coding would grow is sent packed. The range
+                              coder starts from the code prior the header names
+                              (`prior`, `CodePrior.id`), or uniform
     end record:
         frames = 0, length, CRC32, payload = JSON {"frames": F, "original_length": L}
 
@@ -38,6 +40,8 @@ from typing import BinaryIO
 import numpy as np
 
 from codec import entropy
+from codec.prior import ID_LENGTH as PRIOR_ID_LENGTH
+from codec.prior import CodePrior
 from core.errors import VocalisError
 
 MAGIC = b"\x89VCD\r\n\x1a\n"
@@ -81,6 +85,9 @@ class Header:
     frames: int | None  # code frames per channel; None while streaming
     original_length: int | None  # samples per channel at the original rate; None: streaming
     loudness: float | None = None  # LUFS of the input (None: unknown or silence)
+    # "range" coding only: the id of the code prior (codec/prior.py, `CodePrior.id`) the
+    # models started from; None: uniform. Files written before priors have no such field.
+    prior: str | None = None
 
     @property
     def bits_per_code(self) -> int:
@@ -94,6 +101,8 @@ class Header:
         data = asdict(self)
         if data["loudness"] is not None and not math.isfinite(data["loudness"]):
             data["loudness"] = None
+        if data["prior"] is None:
+            del data["prior"]  # as before priors: readers that predate them read the file
         return json.dumps(data, sort_keys=True, allow_nan=False).encode("utf-8")
 
     @classmethod
@@ -111,7 +120,7 @@ class Header:
     def validated(self) -> Header:
         """Check ranges and consistency; returns self so calls can chain."""
         m = self.model
-        _check(len(m.id) == 64 and all(c in "0123456789abcdef" for c in m.id), "model id")
+        _check(_is_hex(m.id, 64), "model id")
         _check(1 <= m.sample_rate <= 1_000_000, "model sample_rate")
         _check(1 <= m.hop_length <= 1 << 20, "model hop_length")
         _check(2 <= m.cardinality <= MAX_CARDINALITY, "model cardinality")
@@ -127,6 +136,8 @@ class Header:
             _check(self.frames == frames_for(self, self.original_length), "frames vs length")
         if self.loudness is not None:
             _check(math.isfinite(self.loudness) and -200 < self.loudness < 100, "loudness")
+        if self.prior is not None:
+            _check(self.coding == "range" and _is_hex(self.prior, PRIOR_ID_LENGTH), "prior")
         return self
 
     def payload_limit(self, frames: int) -> int:
@@ -153,7 +164,15 @@ _HEADER_FIELDS = {
     "frames": (int, None),
     "original_length": (int, None),
     "loudness": (float, int, None),
+    "prior": (str, None),
 }
+
+
+_OPTIONAL_FIELDS = {"prior"}  # absent from files written before it: None
+
+
+def _is_hex(value: str, length: int) -> bool:
+    return len(value) == length and all(c in "0123456789abcdef" for c in value)
 
 
 def _fields(data: object, spec: dict, where: str) -> dict:
@@ -164,6 +183,8 @@ def _fields(data: object, spec: dict, where: str) -> dict:
         raise BitstreamError(f"corrupt header: unknown field(s) {', '.join(sorted(extra))}")
     out = {}
     for name, kinds in spec.items():
+        if name not in data and name in _OPTIONAL_FIELDS:
+            continue
         if name not in data:
             raise BitstreamError(f"corrupt header: '{name}' missing")
         value = data[name]
@@ -230,10 +251,11 @@ def unpack_codes(data: bytes, count: int, width: int) -> np.ndarray:
 class ChunkWriter:
     """Turns code chunks (C, n, f) into record bytes; keeps the range coder's statistics."""
 
-    def __init__(self, header: Header) -> None:
+    def __init__(self, header: Header, prior: CodePrior | None = None) -> None:
+        """`prior`: the code prior the header names (`header.prior`), if it names one."""
         self.header = header.validated()
         self.frames = 0
-        self._models = entropy.CodebookModels(header.n_codebooks, header.model.cardinality)
+        self._models = _models(header, prior, ValueError)
 
     def preamble(self) -> bytes:
         raw = self.header.to_json()
@@ -275,9 +297,11 @@ def _crc(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-def encode_file(header: Header, chunks: list[np.ndarray], original_length: int) -> bytes:
+def encode_file(
+    header: Header, chunks: list[np.ndarray], original_length: int, prior: CodePrior | None = None
+) -> bytes:
     """A whole file in memory: the preamble, every chunk, the end record."""
-    writer = ChunkWriter(header)
+    writer = ChunkWriter(header, prior)
     parts = [writer.preamble(), *(writer.chunk(c) for c in chunks), writer.end(original_length)]
     return b"".join(parts)
 
@@ -330,14 +354,16 @@ class ChunkReader:
     with the header where it has them); anything after it is an error. Afterwards
     `original_length` holds the end record's value."""
 
-    def __init__(self, stream: BinaryIO, header: Header) -> None:
+    def __init__(self, stream: BinaryIO, header: Header, prior: CodePrior | None = None) -> None:
+        """`prior`: the code prior the header names, if it names one (else an error)."""
         self.stream, self.header = stream, header
         self.frames = 0
         self.original_length: int | None = None
+        self._models = _models(header, prior, BitstreamError)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         header, src = self.header, _Source(self.stream)
-        models = entropy.CodebookModels(header.n_codebooks, header.model.cardinality)
+        models = self._models
         count = header.channels * header.n_codebooks
         while True:
             frames, size, crc = _RECORD.unpack(src.read(_RECORD.size, "chunk header"))
@@ -375,6 +401,21 @@ class ChunkReader:
             yield codes
 
 
+def _models(header: Header, prior: CodePrior | None, error: type[Exception]):
+    """The range coder's starting models: from the prior the header names, else uniform."""
+    if header.prior is None:
+        return entropy.CodebookModels(header.n_codebooks, header.model.cardinality)
+    if prior is None or prior.id != header.prior:
+        have = "no code prior" if prior is None else f"code prior {prior.id}"
+        raise error(
+            f"the file is range-coded with code prior {header.prior} and this codec "
+            f"has {have}; decompress it with the codec (and its .prior.json) that wrote it"
+        )
+    if prior.cardinality != header.model.cardinality or prior.n_codebooks < header.n_codebooks:
+        raise error("the code prior does not fit the file's codebooks")
+    return entropy.CodebookModels(header.n_codebooks, header.model.cardinality, prior.counts)
+
+
 def _check_end(payload: bytes, header: Header, frames: int) -> int:
     try:
         trailer = json.loads(payload.decode("utf-8"))
@@ -402,11 +443,12 @@ class ParsedFile:
     size: int  # bytes
 
 
-def parse(data: bytes) -> ParsedFile:
-    """Read and check a whole file in memory (every chunk) without any model."""
+def parse(data: bytes, prior: CodePrior | None = None) -> ParsedFile:
+    """Read and check a whole file in memory (every chunk) without any model; a file
+    coded with a code prior needs it (`prior`)."""
     stream = io.BytesIO(data)
     header = read_header(stream)
-    reader = ChunkReader(stream, header)
+    reader = ChunkReader(stream, header, prior)
     chunks = list(reader)
     c, n = header.channels, header.n_codebooks
     codes = np.concatenate(chunks, axis=-1) if chunks else np.zeros((c, n, 0), np.int64)

@@ -12,6 +12,7 @@ which is zero for a causal codec (CodecDims(causal=True)).
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import sys
@@ -30,6 +31,7 @@ from codec.bitstream import (
     ChunkWriter,
     Header,
     ModelInfo,
+    ParsedFile,
     encode_file,
     frames_for,
     parse,
@@ -38,6 +40,7 @@ from codec.bitstream import (
 from codec.chunking import ChunkDecoder, ChunkEncoder, chunk_frames, encode_batch
 from codec.interface import CompressionModel
 from codec.model import SHIPPED_CHECKPOINT, load_codec, same_codes
+from codec.prior import CodePrior, prior_path
 from core.audio import (
     AUDIO_SUFFIXES,
     SAVE_FORMATS,
@@ -68,6 +71,7 @@ class LoadedCodec:
     model: CompressionModel
     model_id: str
     same_codes: frozenset[str] = frozenset()
+    prior: CodePrior | None = None  # the range coder's starting counts (codec/prior.py)
 
     @property
     def info(self) -> ModelInfo:
@@ -102,9 +106,22 @@ def load(path: str | os.PathLike | None = None, *, device: str = "cpu") -> Loade
     if not weights.is_file():
         raise CheckpointError(f"no codec model at '{weights}'; train one or pass --model")
     model_id = weights_sha256(weights)
+    codes = same_codes(weights, sha256=model_id)
     return LoadedCodec(
-        load_codec(weights, device=device), model_id, same_codes(weights, sha256=model_id)
+        load_codec(weights, device=device), model_id, codes, load_prior(weights, codes)
     )
+
+
+def load_prior(weights: str | os.PathLike, codes: frozenset[str] | None = None) -> CodePrior | None:
+    """The code prior beside a codec's weights (`<stem>.prior.json`), if there is one. It
+    must count the codes of this codec (`codes`: the ids whose codes it shares)."""
+    path = prior_path(weights)
+    if not path.is_file():
+        return None
+    prior = CodePrior.load(path)
+    if codes is not None and not prior.codes_of & codes:
+        raise CheckpointError(f"the code prior '{path}' counts another codec's codes")
+    return prior
 
 
 def n_codebooks_for(model: CompressionModel, kbps: float) -> int:
@@ -147,11 +164,13 @@ def compress_stream(
         frames=None,
         original_length=None,
         loudness=loudness_lufs if loudness_lufs is None or math.isfinite(loudness_lufs) else None,
+        prior=_prior_id(codec, options),
     )
     if length is not None:
         header = replace(header, frames=frames_for(header, length), original_length=length)
     _check_shape(channels, sample_rate)
-    writer, resampler = ChunkWriter(header), StreamResampler(sample_rate, model.sample_rate)
+    writer = ChunkWriter(header, codec.prior)
+    resampler = StreamResampler(sample_rate, model.sample_rate)
     encoder = ChunkEncoder(model, n, chunk)
     yield writer.preamble()
     seen = 0
@@ -212,9 +231,20 @@ def compress_many(
             frames=codes.shape[-1],
             original_length=wav.shape[-1],
             loudness=lufs if math.isfinite(lufs) else None,
+            prior=_prior_id(codec, options),
         )
-        out.append(encode_file(header, _split(codes, chunk), wav.shape[-1]))
+        out.append(encode_file(header, _split(codes, chunk), wav.shape[-1], codec.prior))
     return out
+
+
+def _prior_id(codec: LoadedCodec, options: CompressOptions) -> str | None:
+    return codec.prior.id if options.entropy and codec.prior is not None else None
+
+
+def _parse_for(data: bytes, codec: LoadedCodec) -> ParsedFile:
+    """`parse` with the codec's prior, after checking that the file is this codec's."""
+    _check_model(read_header(io.BytesIO(data)), codec)
+    return parse(data, codec.prior)
 
 
 def _check_model(header: Header, codec: LoadedCodec) -> None:
@@ -261,7 +291,7 @@ def decode_chunks(
 
 def decompress_bytes(data: bytes, codec: LoadedCodec) -> tuple[Tensor, int]:
     """`.vcd` bytes -> ((C, T) audio, original sample rate); checks everything first."""
-    parsed = parse(data)
+    parsed = _parse_for(data, codec)
     header = parsed.header
     chunks = _split(parsed.codes, header.chunk_frames)
     blocks = list(decode_chunks(chunks, header, codec, lambda: header.original_length))
@@ -289,15 +319,16 @@ class DecodedStream:
 def decompress_stream(stream: BinaryIO, codec: LoadedCodec) -> DecodedStream:
     header = read_header(stream)
     _check_model(header, codec)
-    reader = ChunkReader(stream, header)
+    reader = ChunkReader(stream, header, codec.prior)
     return DecodedStream(
         header, decode_chunks(reader, header, codec, lambda: reader.original_length)
     )
 
 
-def info(path: str | os.PathLike) -> tuple[Header, int, int]:
-    """Check a whole file without a model: (header, chunks, bytes); raises BitstreamError."""
-    parsed = parse(_read_file(path))
+def info(path: str | os.PathLike, prior: CodePrior | None = None) -> tuple[Header, int, int]:
+    """Check a whole file without a model: (header, chunks, bytes); raises BitstreamError.
+    A file range-coded with a code prior needs it (`load_prior` of the codec's weights)."""
+    parsed = parse(_read_file(path), prior)
     return parsed.header, parsed.chunks, parsed.size
 
 
@@ -390,7 +421,7 @@ def decompress(
         decoded = decompress_stream(sys.stdin.buffer, codec)
         header, blocks = decoded.header, iter(decoded)
     else:
-        parsed = parse(_read_file(input))
+        parsed = _parse_for(_read_file(input), codec)
         header = parsed.header
         chunks = _split(parsed.codes, header.chunk_frames)
         blocks = decode_chunks(chunks, header, codec, lambda: header.original_length)

@@ -1,8 +1,9 @@
 """Lossless entropy coding of codec codes: a byte-wise range coder driven by one adaptive
 frequency model per codebook.
 
-The models start uniform and learn each codebook's code distribution as the file goes
-(both sides make the same updates, so no table is stored); statistics carry over from
+The models start uniform, or from a code prior counted on training audio (codec/prior.py;
+the file names it), and learn each codebook's code distribution as the file goes (both
+sides make the same updates, so no table is stored in the file); statistics carry over from
 chunk to chunk, while the coder itself is flushed at the end of each chunk so every chunk
 is a whole number of bytes with its own checksum. The coder is the carry-less range coder
 (32-bit low and range, byte output, totals below 2**16); its decoder accepts any bytes and
@@ -10,6 +11,8 @@ always returns symbols in range, so corrupt input can give wrong codes but never
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,10 +35,15 @@ def max_encoded_size(packed_bytes: int) -> int:
 class AdaptiveModel:
     """Symbol counts in a Fenwick tree: cumulative lookups and updates in O(log K)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, counts: Sequence[int] | None = None) -> None:
+        """Uniform, or starting from `counts` (`size` of them, each >= 1, total below
+        the limit): a prior learnt elsewhere (codec/prior.py)."""
         self.size = size
         self.span = 1 << max(0, (size - 1).bit_length())  # power of two for the descent
-        self.counts = [1] * size + [0] * (self.span - size)
+        start = [1] * size if counts is None else [int(c) for c in counts]
+        if len(start) != size or min(start) < 1 or sum(start) + _INCREMENT > _LIMIT:
+            raise ValueError(f"a model's counts need {size} values >= 1 totalling < {_LIMIT}")
+        self.counts = start + [0] * (self.span - size)
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -82,10 +90,19 @@ class AdaptiveModel:
 class CodebookModels:
     """One adaptive model per codebook, shared by all channels of a file."""
 
-    def __init__(self, n_codebooks: int, cardinality: int) -> None:
+    def __init__(
+        self, n_codebooks: int, cardinality: int, prior: Sequence[Sequence[int]] | None = None
+    ) -> None:
+        """Uniform models, or models starting from `prior`'s counts (its first
+        `n_codebooks` rows, one per codebook)."""
         if cardinality + _INCREMENT > _LIMIT:
             raise ValueError(f"range coding supports at most {_LIMIT - _INCREMENT} symbols")
-        self.models = [AdaptiveModel(cardinality) for _ in range(n_codebooks)]
+        if prior is not None and len(prior) < n_codebooks:
+            raise ValueError(f"the prior has {len(prior)} codebooks, the file {n_codebooks}")
+        self.models = [
+            AdaptiveModel(cardinality, None if prior is None else prior[q])
+            for q in range(n_codebooks)
+        ]
 
     def encode(self, codes: np.ndarray) -> bytes:
         """(f, C, n) codes -> bytes; the last axis selects the codebook's model."""

@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     info = subparsers.add_parser("info", help="check a .vcd file and print its header")
     info.add_argument("files", nargs="+", help=".vcd files")
+    info.add_argument(
+        "--model",
+        default=None,
+        help="codec checkpoint whose code prior (<stem>.prior.json) reads range-coded files "
+        "(default: the shipped one); the model itself is not loaded",
+    )
     info.set_defaults(handler=run_info)
 
 
@@ -82,10 +88,13 @@ def run_decompress(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from codec.compress import info
+    from codec.compress import info, load_prior
+    from codec.model import SHIPPED_CHECKPOINT
+    from core.checkpoint import checkpoint_paths
 
+    prior = load_prior(checkpoint_paths(args.model or SHIPPED_CHECKPOINT)[0])
     for path in args.files:
-        header, chunks, size = info(path)
+        header, chunks, size = info(path, prior)
         seconds = header.original_length / header.original_sample_rate
         kbps = 8 * size / seconds / 1000 if seconds else 0.0
         lufs = "unknown" if header.loudness is None else f"{header.loudness:.1f} LUFS"
@@ -94,7 +103,8 @@ def run_info(args: argparse.Namespace) -> int:
             f"{header.channels} ch, {lufs}\n"
             f"  codec {header.model.id[:12]}... at {header.sample_rate} Hz, "
             f"{header.n_codebooks} codebooks x {header.bits_per_code} bits, "
-            f"{header.frames} frames in {chunks} chunk(s), coding {header.coding}\n"
+            f"{header.frames} frames in {chunks} chunk(s), coding {header.coding}"
+            f"{'' if header.prior is None else f' from code prior {header.prior}'}\n"
             f"  {size} bytes, {kbps:.2f} kbps"
         )
     return 0

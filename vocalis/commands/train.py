@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_run_arguments(codec, "start the codec from this model checkpoint; same dims required")
     codec.set_defaults(handler=run_codec)
+    from vocalis.commands.codec_prior import register_prior
+
+    register_prior(sub)
     _register_asr(sub)
     from vocalis.commands.train_tts import register_valle  # it builds on this module
 
