@@ -1,9 +1,12 @@
 """File size, quality and speed of `vocalis compress` against WAV, FLAC and Opus.
 
     python -m benchmarks.bench_compress [--model PATH | --tiny] [--clips 10] [--kbps 6]
+                                        [--manifest M ...]
 
-For each LJ Speech clip: the bytes of 16-bit WAV, FLAC, the `.vcd` file (bit-packed and
-range-coded) and Opus at several bitrates; quality (PESQ-wb where installed, mel distance,
+For each LJ Speech clip (or, with --manifest, each test-split clip of the manifests, taken
+in turn from each source: held out of the code prior, which counts training clips): the
+bytes of 16-bit WAV, FLAC, the `.vcd` file (bit-packed, range-coded from the codec's code
+prior, and range-coded from uniform models) and Opus at several bitrates; quality (PESQ-wb where installed, mel distance,
 at 16 kHz, aligned, via codec/evaluate.py) of the codec and of each Opus rate, and the
 lowest Opus bitrate whose mel distance matches the codec's ("Opus at matched quality");
 compress and decompress throughput as a real-time factor. `--tiny` uses a random-weight
@@ -17,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -74,6 +78,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=10)
     parser.add_argument("--kbps", type=float, default=None, help="codec bitrate (default 6)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--manifest", action="append", default=None, help="test clips from here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -84,6 +89,13 @@ def main() -> None:
     codec = tiny_codec() if args.tiny else load(args.model)
     kbps = args.kbps or (codec.model.bitrate(4 if args.tiny else 8) / 1000)
     clips = sorted(LJSPEECH.glob("*.flac"))[: args.clips]
+    if args.manifest:
+        from vocalis.commands.eval import _clips
+
+        clips = [Path(p) for p in _clips(argparse.Namespace(
+            max_clips=args.clips, audio=None, manifest=args.manifest, split="test"
+        ))]  # fmt: skip
+    uniform = replace(codec, prior=None)
     scorer = Scorer(use_visqol=False)
     has_opus = shutil.which("ffmpeg") is not None
     totals: dict[str, float] = {}
@@ -108,11 +120,18 @@ def main() -> None:
             seconds += wav.shape[-1] / rate
             for name, size in file_sizes(path, tmp).items():
                 add(name, size)
+            if codec.prior is not None:
+                options = CompressOptions(kbps=kbps, entropy=True)
+                add(
+                    "vocalis range-coded, uniform start",
+                    len(compress_audio(wav, rate, uniform, options)),
+                )
             for entropy in (False, True):
                 t = time.perf_counter()
                 data = compress_audio(wav, rate, codec, CompressOptions(kbps=kbps, entropy=entropy))
                 enc_time += (time.perf_counter() - t) if entropy else 0.0
-                add("vocalis range-coded" if entropy else "vocalis bit-packed", len(data))
+                name = "range-coded" + (", code prior" if codec.prior is not None else "")
+                add(f"vocalis {name}" if entropy else "vocalis bit-packed", len(data))
             t = time.perf_counter()
             out, out_rate = decompress_bytes(data, codec)
             dec_time += time.perf_counter() - t
@@ -138,8 +157,11 @@ def main() -> None:
             f"| {name} | {8 * size / seconds / 1000:.2f} | {size / totals['WAV']:.4f} | "
             f"{fmt(mean(key), '.3f')} | {fmt(mean(key + ' PESQ'), '.2f')} |"
         )
-    packed, coded = totals["vocalis bit-packed"], totals["vocalis range-coded"]
-    print(f"\nrange coding saves {100 * (1 - coded / packed):.1f}% over bit-packing")
+    packed = totals["vocalis bit-packed"]
+    for name in (n for n in totals if n.startswith("vocalis range")):
+        saved = 100 * (1 - totals[name] / packed)
+        print(f"\n{name.removeprefix('vocalis ')} saves {saved:.1f}% over bit-packing", end="")
+    print()
     if has_opus:
         ours = mean("vocalis")
         matched = [k for k in OPUS_KBPS if mean(f"Opus {k} kbps") <= ours]
