@@ -136,14 +136,19 @@ def test_label_with_pocketsphinx_as_the_teacher(capsys, tmp_path):
     _one_line_error(capsys, "no such folder or .jsonl manifest")
 
 
-def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
-    _, checkpoint, audio = files
-    utts = [
+def _test_clips(audio) -> list[Utterance]:
+    """The two fixture clips as test-split utterances of speaker "s" from source "t"."""
+    return [
         Utterance(
             name, str(audio / "spk" / f"{name}.wav"), 1.0, SAMPLE_RATE, text, "s", "t", "test"
         )
         for name, text in (("hello", TEXTS[0]), ("morning", TEXTS[1]))
     ]
+
+
+def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
+    _, checkpoint, audio = files
+    utts = _test_clips(audio)
     manifest = str(write_manifest(tmp_path / "test.jsonl", utts))
     # two real sources (a reader and a digit speaker, say) are scored as separate rows
     real = [utts[0], dataclasses.replace(utts[1], source="digits")]
@@ -209,12 +214,7 @@ def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
 
 def test_eval_asr_scores_each_set_again_under_each_condition(files, capsys, tmp_path):
     _, checkpoint, audio = files
-    utts = [
-        Utterance(
-            name, str(audio / "spk" / f"{name}.wav"), 1.0, SAMPLE_RATE, text, "s", "t", "test"
-        )
-        for name, text in (("hello", TEXTS[0]), ("morning", TEXTS[1]))
-    ]
+    utts = _test_clips(audio)
     manifest = str(write_manifest(tmp_path / "test.jsonl", utts))
     argv = ["eval", "asr", "--checkpoint", checkpoint, "--synth", manifest, "--real", manifest,
             "--no-baselines", "--beam-size", "1", "--json"]  # fmt: skip

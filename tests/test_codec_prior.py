@@ -185,3 +185,16 @@ def test_cli_fits_a_prior_beside_the_model_and_compress_uses_it(tmp_path, capsys
         == 2
     )
     assert "counts another codec's codes" in capsys.readouterr().err
+
+
+def test_the_shipped_prior_counts_the_shipped_codecs_codes():
+    from codec.model import SHIPPED_CHECKPOINT
+
+    if not SHIPPED_CHECKPOINT.is_file():
+        pytest.skip("no shipped codec")
+    codec = C.load()  # refuses a prior of another codec's codes
+    assert codec.prior is not None and codec.prior.codes_of & codec.same_codes
+    assert (codec.prior.n_codebooks, codec.prior.cardinality) == (
+        codec.model.num_codebooks,
+        codec.model.cardinality,
+    )
