@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register_prior(sub: argparse._SubParsersAction) -> None:
@@ -35,18 +34,16 @@ def run_prior(args: argparse.Namespace) -> int:
     from core.audio import load_audio
     from core.checkpoint import checkpoint_paths
     from core.errors import VocalisError
-    from corpus.manifest import read_manifest
-    from vocalis.commands.eval import _interleave
+    from vocalis.commands.eval import _by_source, _interleave
 
     if args.max_files <= 0:
         raise VocalisError(f"--max-files must be positive, got {args.max_files}")
     codec = load(args.model)
     model = codec.model
-    by_source: dict[str, list] = {}
-    for path in args.manifest:
-        for u in read_manifest(path):
-            if u.split == "train" and u.extra.get("speaker_split", "train") == "train":
-                by_source.setdefault(u.source, []).append(u)
+    by_source = _by_source(
+        args.manifest,
+        lambda u: u.split == "train" and u.extra.get("speaker_split", "train") == "train",
+    )
     utterances = _interleave(list(by_source.values()), args.max_files)
     if not utterances:
         raise VocalisError("no training utterances in the manifests")
@@ -67,7 +64,6 @@ def run_prior(args: argparse.Namespace) -> int:
         f"{len(utterances)} utterances, {int(counts[0].sum())} frames -> {out}\n"
         f"entropy per codebook (bits of {width}): {' '.join(f'{b:.2f}' for b in bits)}\n"
         f"a prior-coded file is about {100 * (1 - bits.mean() / width):.1f} % smaller than packed "
-        "(on audio like this)",
-        file=sys.stdout,
+        "(on audio like this)"
     )
     return 0
