@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec.interface import CompressionModel
-from codec.modules import Decoder, Encoder, IStftDecoder
+from codec.modules import Decoder, Encoder, IStftDecoder, StftEncoder
 from codec.quantize import ResidualVQ
 from core.checkpoint import (
     load_model,
@@ -30,6 +30,7 @@ from core.checkpoint import (
 )
 
 KIND = "codec"
+ENCODERS = ("conv", "stft")
 DECODERS = ("conv", "istft")
 # The trained codec shipped with the repository (weights + dims JSON beside it).
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "codec" / "codec.safetensors"
@@ -60,6 +61,13 @@ class CodecDims:
     istft_hidden: int = 1536
     istft_layers: int = 8
     istft_n_fft: int = 1280
+    # "conv": the strided conv encoder above (encoder_channels); "stft": the iSTFT
+    # decoder's mirror, an STFT and ConvNeXt blocks at the frame rate (stft_*), non-causal.
+    encoder: str = "conv"
+    stft_dim: int = 512
+    stft_hidden: int = 1536
+    stft_layers: int = 8
+    stft_n_fft: int = 1280
 
     def __post_init__(self) -> None:
         n = len(self.strides) + 1
@@ -69,6 +77,10 @@ class CodecDims:
             raise ValueError("quantizer_dropout is a probability")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.encoder == "stft" and self.causal:
+            raise ValueError("the stft encoder is non-causal; a causal codec needs encoder 'conv'")
         if self.decoder == "istft" and self.causal:
             raise ValueError("the istft decoder is non-causal; a causal codec needs decoder 'conv'")
 
@@ -98,7 +110,17 @@ class CodecOutput:
     n_codebooks: Tensor  # (B,) int64: codebooks each item used (varies under dropout)
 
 
-def build_encoder(dims: CodecDims) -> Encoder:
+def build_encoder(dims: CodecDims) -> nn.Module:
+    if dims.encoder == "stft":
+        return StftEncoder(
+            dims.latent_dim,
+            dims.hop_length,
+            dim=dims.stft_dim,
+            hidden=dims.stft_hidden,
+            layers=dims.stft_layers,
+            n_fft=dims.stft_n_fft,
+            kernel_size=dims.kernel_size,
+        )
     return Encoder(
         dims.encoder_channels,
         dims.strides,

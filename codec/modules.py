@@ -355,3 +355,72 @@ class IStftDecoder(nn.Module):
             length=latent.shape[-1] * self.hop_length,
         )
         return wav.unsqueeze(1)
+
+
+class StftEncoder(nn.Module):
+    """Waveform to latent through a short-time spectrum: the iSTFT decoder's mirror. An
+    STFT with hop `hop_length` gives one frame per code frame; each frame's log-magnitude
+    and its power-compressed complex spectrum (|X|^0.3 with the phase, so phase is there to
+    keep) go through a 1x1 input layer and ConvNeXt blocks, all at the frame rate. A wide
+    encoder this way costs what one 24 kHz conv stage of `Encoder` costs.
+
+    Non-causal: the analysis window reaches `n_fft / 2` samples ahead.
+    (B, 1, F * hop_length) -> (B, latent_dim, F).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        hop_length: int,
+        *,
+        dim: int = 512,
+        hidden: int = 1536,
+        layers: int = 8,
+        n_fft: int = 1280,
+        kernel_size: int = 7,
+    ) -> None:
+        super().__init__()
+        if n_fft < 2 * hop_length or n_fft % 2:
+            raise ValueError(f"n_fft must be even and >= 2 * hop ({2 * hop_length}), got {n_fft}")
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.hop_length, self.n_fft, self.kernel_size = hop_length, n_fft, kernel_size
+        bins = n_fft // 2 + 1
+        self.input = nn.Conv1d(3 * bins, dim, 1)
+        self.input_norm = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(
+            FrameBlock(dim, hidden, kernel_size=kernel_size, layer_scale=1.0 / layers)
+            for _ in range(layers)
+        )
+        self.output_norm = nn.LayerNorm(dim)
+        self.head = weight_norm(nn.Conv1d(dim, latent_dim, 1))
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def receptive_span(self) -> int:
+        """Samples of input that one latent frame's value reads (both sides together)."""
+        frames = (self.kernel_size - 1) * len(self.blocks)
+        return frames * self.hop_length + self.n_fft
+
+    def features(self, wav: Tensor) -> Tensor:  # (B, 1, F * hop) -> (B, 3 * bins, F)
+        frames = wav.shape[-1] // self.hop_length
+        spec = torch.stft(
+            wav[:, 0].float(),
+            self.n_fft,
+            hop_length=self.hop_length,
+            window=self.window,
+            center=True,
+            pad_mode="constant",  # zeros: reflection fails on inputs shorter than n_fft / 2
+            return_complex=True,
+        )[..., :frames]  # (B, bins, F): frame f centred on sample f * hop, as the decoder's
+        mag = spec.abs()
+        compressed = spec * (mag + 1e-5).pow(-0.7)  # |X|^0.3 with X's phase
+        log_mag = (mag + 1e-5).log()
+        return torch.cat([log_mag, compressed.real, compressed.imag], dim=1)
+
+    def forward(self, wav: Tensor) -> Tensor:  # (B, 1, F * hop) -> (B, D, F)
+        x = self.input(self.features(wav))
+        x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        x = self.output_norm(x.transpose(1, 2)).transpose(1, 2)
+        return self.head(x)

@@ -293,6 +293,33 @@ def test_istft_decoder_keeps_every_length_and_is_non_causal_only():
         tiny(**{**ISTFT, "istft_n_fft": 2 * hop - 2})
 
 
+STFT = dict(encoder="stft", stft_dim=64, stft_hidden=128, stft_layers=2, stft_n_fft=160)
+
+
+def test_stft_encoder_keeps_every_length_and_is_non_causal_only():
+    model = tiny(**STFT, **ISTFT).eval()
+    hop = model.hop_length
+    with torch.no_grad():
+        for length in (1, hop - 1, hop + 1, 2401):
+            wav = torch.randn(2, 1, length) * 0.1
+            codes = model.encode(wav)
+            assert codes.shape == (2, model.num_codebooks, math.ceil(length / hop))
+            assert model.reconstruct(wav).shape == wav.shape
+            assert model(wav).wav.shape == wav.shape
+        # Frame f reads the audio around sample f * hop: a click there moves frame f's
+        # latent, and frames beyond the window and the blocks' reach stay as they were.
+        wav = torch.randn(1, 1, 40 * hop) * 0.1
+        clicked = wav.clone()
+        clicked[..., 20 * hop] += 1.0
+        moved = (model.encode_latent(clicked) - model.encode_latent(wav)).abs().amax(1)[0]
+        reach = model.encoder.receptive_span() // hop // 2 + 1
+        assert moved[20] > 0 and moved[: 20 - reach].amax() == 0 and moved[20 + reach :].amax() == 0
+    with pytest.raises(ValueError, match="non-causal"):
+        CodecDims(**{**TINY.__dict__, **STFT, "causal": True})
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        CodecDims(**{**TINY.__dict__, "encoder": "wavenet"})
+
+
 def test_a_new_istft_decoder_learns_to_decode_frozen_codes():
     """Decoder-only training on the codes of a fixed encoder and quantizer (what
     `parts.freeze` does): the reconstruction improves and the codes never change."""

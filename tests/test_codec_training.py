@@ -435,7 +435,7 @@ def test_a_new_decoder_for_frozen_codes_keeps_their_meaning(tmp_path, capsys):
     path.write_text(json.dumps(config))
     args = [*base, "--config", str(path), "--out", str(tmp_path / "b"), "--init", str(first)]
     assert main(args) == 0
-    assert "the decoder starts anew" in capsys.readouterr().out
+    assert "encoder and quantizer taken over; decoder anew" in capsys.readouterr().out
     old, new = load_codec(first), load_codec(tmp_path / "b" / "model")
     assert new.dims.decoder == "istft"
     kept = [k for k in old.state_dict() if not k.startswith("decoder.") and "unused_steps" not in k]
@@ -454,3 +454,35 @@ def test_a_new_decoder_for_frozen_codes_keeps_their_meaning(tmp_path, capsys):
     assert rate == 24000 and audio.shape == (1, 6000)
     with pytest.raises(C.BitstreamError, match="made with codec model"):
         C.decompress_bytes(C.compress_audio(wav[0], 24000, C.load(second), options), C.load(first))
+
+
+def test_a_new_encoder_takes_over_the_codebooks_and_decoder(tmp_path, capsys):
+    """--init with an encoder of another kind: the quantizer and the decoder come through
+    bit for bit (frozen, as `codec_stft_cpu.json` trains), only the encoder trains. A
+    frozen part that does not fit the --init codec is refused."""
+    pytest.importorskip("codec.model")
+    from codec.model import load_codec
+
+    manifest = _manifest(tmp_path)
+    base = ["train", "codec", "--manifest", str(manifest), "--steps", "2"]
+    assert main([*base, "--config", str(TINY_CONFIG), "--out", str(tmp_path / "a")]) == 0
+    first = tmp_path / "a" / "model.safetensors"
+    config = json.loads(TINY_CONFIG.read_text())
+    config["codec"].update(encoder="stft", stft_dim=16, stft_hidden=32, stft_layers=1)
+    config["parts"] = {"freeze": ["quantizer", "decoder"]}
+    path = tmp_path / "stft.json"
+    path.write_text(json.dumps(config))
+    args = [*base, "--config", str(path), "--out", str(tmp_path / "b"), "--init", str(first)]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "quantizer and decoder taken over; encoder anew" in capsys.readouterr().out
+    old, new = load_codec(first).state_dict(), load_codec(tmp_path / "b" / "model").state_dict()
+    kept = [k for k in old if not k.startswith("encoder.") and "unused_steps" not in k]
+    assert kept and all(torch.equal(old[k], new[k]) for k in kept)
+    assert load_codec(tmp_path / "b" / "model").dims.encoder == "stft"
+
+    config["parts"] = {"freeze": ["encoder", "decoder"]}
+    path.write_text(json.dumps(config))
+    args[-3] = str(tmp_path / "c")
+    assert main(args) == 2
+    assert "dims differ from the config's in the frozen part(s) encoder" in capsys.readouterr().err

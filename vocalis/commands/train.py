@@ -254,6 +254,12 @@ def manifest_specs(
 # The command
 
 
+def _same_shapes(a: Any, b: Any) -> bool:
+    """Whether two modules hold tensors of the same names and shapes."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
+
+
 def run_codec(args: argparse.Namespace) -> int:
     import torch
 
@@ -263,6 +269,7 @@ def run_codec(args: argparse.Namespace) -> int:
     from corpus.manifest import read_manifest
     from training.codec_losses import CodecLossWeights
     from training.codec_task import (
+        CODEC_PARTS,
         CodecParts,
         CodecTask,
         CropConfig,
@@ -300,14 +307,19 @@ def run_codec(args: argparse.Namespace) -> int:
         start = load_codec(args.init)
         if start.dims == dims:
             load_weights(codec, start.state_dict(), source=str(args.init))
-        elif start.dims.same_codes(dims):
-            # A new decoder for the same encoder and codebooks: those two are taken over.
-            for part in ("encoder", "quantizer"):
+        else:
+            # A new encoder or decoder: the parts whose tensors fit are taken over.
+            taken = [p for p in CODEC_PARTS if _same_shapes(getattr(start, p), getattr(codec, p))]
+            anew = [p for p in CODEC_PARTS if p not in taken]
+            if not taken or set(parts.freeze) - set(taken):
+                raise VocalisError(
+                    f"--init {args.init}: its codec dims differ from the config's"
+                    + (f" in the frozen part(s) {', '.join(anew)}" if taken else "")
+                )
+            for part in taken:
                 own = getattr(start, part).state_dict()
                 load_weights(getattr(codec, part), own, source=f"{args.init} ({part})")
-            print(f"--init {args.init}: encoder and quantizer taken over; the decoder starts anew")
-        else:
-            raise VocalisError(f"--init {args.init}: its codec dims differ from the config's")
+            print(f"--init {args.init}: {' and '.join(taken)} taken over; {', '.join(anew)} anew")
     freeze_parts(codec, parts.freeze)
     kept = frozenset()  # the codecs whose codes this one keeps: encoder and codebooks frozen
     if {"encoder", "quantizer"} <= set(parts.freeze):
