@@ -38,13 +38,13 @@ class Runner:
     decode: Callable[[object], torch.Tensor]
 
 
-def ours(decoder: str = "conv") -> Runner:
+def ours(decoder: str = "conv", encoder: str = "conv", **dims) -> Runner:
     from codec import Codec, CodecDims
 
-    model = Codec(CodecDims(decoder=decoder)).eval()
+    model = Codec(CodecDims(decoder=decoder, encoder=encoder, **dims)).eval()
     n = next(n for n in range(1, model.num_codebooks + 1) if model.bitrate(n) >= 6000)
     return Runner(
-        f"vocalis Codec, {decoder} decoder ({n} codebooks)",
+        f"vocalis Codec, {encoder} encoder, {decoder} decoder ({n} codebooks)",
         sum(p.numel() for p in model.parameters()),
         lambda wav: model.encode(wav, n),
         model.decode,
@@ -86,6 +86,8 @@ def dac() -> Runner:
 BUILDERS = {
     "ours": ours,
     "ours_istft": lambda: ours("istft"),
+    # the shipped codec's dims (models/codec/codec.json) since 2026-12-03
+    "ours_stft": lambda: ours("istft", "stft", stft_dim=384, stft_hidden=1152),
     "encodec": encodec,
     "dac": dac,
 }

@@ -39,7 +39,7 @@ from codec.bitstream import (
 )
 from codec.chunking import ChunkDecoder, ChunkEncoder, chunk_frames, encode_batch
 from codec.interface import CompressionModel
-from codec.model import SHIPPED_CHECKPOINT, load_codec, same_codes
+from codec.model import SHIPPED_CHECKPOINT, find_codec, load_codec, same_codes
 from codec.prior import CodePrior, prior_path
 from core.audio import (
     AUDIO_SUFFIXES,
@@ -314,6 +314,20 @@ class DecodedStream:
 
     def __iter__(self) -> Iterator[Tensor]:
         return self.blocks
+
+
+def shipped_codec_for(path: str | os.PathLike) -> Path | None:
+    """The shipped codec that made the `.vcd` file at `path` (an earlier one, once the
+    shipped codec is replaced), or None: a stream ("-"), an unreadable file or an unknown
+    codec, which `load` and the decoder then report."""
+    if str(path) == "-":
+        return None
+    try:
+        with open(path, "rb") as f:
+            header = read_header(f)
+    except (OSError, BitstreamError):
+        return None
+    return find_codec(header.model.id)
 
 
 def decompress_stream(stream: BinaryIO, codec: LoadedCodec) -> DecodedStream:

@@ -24,6 +24,7 @@ from codec.modules import Decoder, Encoder, IStftDecoder, StftEncoder
 from codec.quantize import ResidualVQ
 from core.checkpoint import (
     load_model,
+    CheckpointError,
     read_model_training,
     save_model,
     weights_sha256,
@@ -32,8 +33,9 @@ from core.checkpoint import (
 KIND = "codec"
 ENCODERS = ("conv", "stft")
 DECODERS = ("conv", "istft")
-# The trained codec shipped with the repository (weights + dims JSON beside it).
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "codec" / "codec.safetensors"
+# Trained models shipped with the repository; the codec (weights + dims JSON beside it).
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
+SHIPPED_CHECKPOINT = SHIPPED_MODELS / "codec" / "codec.safetensors"
 
 
 @dataclass(frozen=True)
@@ -254,3 +256,21 @@ def same_codes(path: str | os.PathLike, *, sha256: str | None = None) -> frozens
     if not isinstance(earlier, list) or not all(isinstance(h, str) for h in earlier):
         earlier = []
     return frozenset([sha256 or weights_sha256(path), *earlier])
+
+
+def find_codec(sha256: str, root: str | os.PathLike = SHIPPED_MODELS) -> Path | None:
+    """The codec checkpoint under `root` whose codes are those of the codec with weights
+    hash `sha256` (that codec itself, or one that kept its encoder and codebooks), or None.
+    The shipped codec first, then the others in path order: the TTS speaks the tokens of
+    the codec it was trained with, and a `.vcd` file needs the codec that made it, which
+    need not be the newest."""
+    root = Path(root)
+    candidates = sorted(root.rglob("*.safetensors"))
+    candidates.sort(key=lambda p: p != SHIPPED_CHECKPOINT)
+    for weights in candidates:
+        try:
+            if sha256 in same_codes(weights):
+                return weights
+        except CheckpointError:  # another kind of model
+            continue
+    return None

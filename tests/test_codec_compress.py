@@ -264,3 +264,36 @@ def test_cli_streams_stdin_to_stdout(tmp_path, model_path):
     out, rate = load_audio(tmp_path / "out.wav", mono=False)
     assert rate == 22050 and out.shape == (2, 9000)
     assert parse(vcd).header.original_length == 9000
+
+
+def test_a_file_finds_the_shipped_codec_that_made_it(tmp_path, monkeypatch, capsys):
+    """Once a new codec is shipped, `.vcd` files made with the one before still decompress
+    without --model: the models folder is searched for the codec that made them (the
+    TTS's codec is found the same way). A decoder retrained on the same codes counts."""
+    import functools
+
+    from codec.model import find_codec
+    from core.checkpoint import weights_sha256
+
+    root = tmp_path / "models"
+    torch.manual_seed(0)
+    old = save_codec(root / "tts" / "codec", Codec(TINY))
+    torch.manual_seed(1)
+    new = save_codec(root / "codec" / "codec", Codec(CodecDims(**{**TINY.__dict__, **ISTFT})))
+    retrained = root / "codec" / "same"
+    save_codec(retrained, Codec(TINY), training={"same_codes_as": ["ab" * 32]})
+    (root / "tts" / "notes.safetensors").write_bytes(b"not a checkpoint")
+    assert find_codec(weights_sha256(old), root) == old
+    assert find_codec(weights_sha256(new), root) == new
+    assert find_codec("ab" * 32, root) == retrained.with_suffix(".safetensors")
+    assert find_codec("cd" * 32, root) is None
+
+    monkeypatch.setattr(C, "find_codec", functools.partial(find_codec, root=root))
+    save_audio(tmp_path / "a.wav", noise(1, 8000), 16000)
+    vcd, back = tmp_path / "a.vcd", tmp_path / "b.wav"
+    args = ["compress", str(tmp_path / "a.wav"), "-o", str(vcd), "--model", str(old)]
+    assert main([*args, "--bitrate", "3.6", "-q"]) == 0
+    assert C.shipped_codec_for(vcd) == old
+    assert C.shipped_codec_for("-") is None and C.shipped_codec_for(tmp_path / "a.wav") is None
+    assert main(["decompress", str(vcd), "-o", str(back), "-q"]) == 0
+    assert load_audio(back)[0].shape == (1, 8000)

@@ -110,11 +110,13 @@ class Synthesizer:
         of the NAR, whose passes over whole utterances are large matrix products. The AR
         stays fp32: it steps one frame at a time, and in bf16 each step took longer on the
         CPU (RTF 0.38 against 0.27 for the AR's share), while the NAR's share halved."""
-        from codec.model import SHIPPED_CHECKPOINT, load_codec, same_codes
+        from codec.model import SHIPPED_CHECKPOINT, find_codec, load_codec, same_codes
         from core.checkpoint import inference_dtype
 
-        codec_path = Path(codec_path or SHIPPED_CHECKPOINT)
         model = load_valle(model_path, device=device)
+        if codec_path is None:  # the shipped codec that speaks this TTS's tokens
+            codec_path = find_codec(model.dims.codec_sha256) or SHIPPED_CHECKPOINT
+        codec_path = Path(codec_path)
         model.nar.to(inference_dtype(device, precision))
         codec = load_codec(codec_path).to(device)
         return cls(model, codec, codec_ids=same_codes(codec_path), asr_path=asr_path)

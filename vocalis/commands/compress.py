@@ -77,9 +77,10 @@ def run_compress(args: argparse.Namespace) -> int:
 
 
 def run_decompress(args: argparse.Namespace) -> int:
-    from codec.compress import decompress, load
+    from codec.compress import decompress, load, shipped_codec_for
 
-    codec = load(args.model, device=args.device)
+    model = args.model if args.model is not None else shipped_codec_for(args.input)
+    codec = load(model, device=args.device)
     progress = not args.quiet and args.output != "-" and sys.stderr.isatty()
     out = decompress(args.input, args.output, codec, progress=progress)
     if not args.quiet and out != "-":

@@ -50,6 +50,7 @@ def run_valle(args: argparse.Namespace) -> int:
     import torch
 
     from codec.model import SHIPPED_CHECKPOINT as SHIPPED_CODEC
+    from codec.model import find_codec
     from core.checkpoint import load_weights
     from core.errors import VocalisError
     from core.io import write_json_atomic
@@ -71,13 +72,16 @@ def run_valle(args: argparse.Namespace) -> int:
     config, name, train = _load_run_config(args, VALLE_SECTIONS)
     model_values = config.get("model", {})
     specs, data_values = data_section(config, args, name)
-    codec_path = Path(data_values.pop("codec", None) or SHIPPED_CODEC)
+    codec_path = data_values.pop("codec", None)
     data = build(VALLEDataConfig, data_values, f"{name}: data")
     parts = parts_section(VALLEParts, config, args, name)
 
-    encoder = CodecEncoder.from_checkpoint(codec_path)
-    codec = encoder.model
     start = load_valle(args.init) if args.init is not None else None
+    if codec_path is None:  # the init's codec when one is shipped, else the shipped codec
+        found = find_codec(start.dims.codec_sha256) if start is not None else None
+        codec_path = found or SHIPPED_CODEC
+    encoder = CodecEncoder.from_checkpoint(Path(codec_path))
+    codec = encoder.model
     codec_id = encoder.weights_hash
     if start is not None and encoder.speaks(start.dims.codec_sha256):
         # A codec that kept the init's codes (a new decoder) speaks its tokens: the model
