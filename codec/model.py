@@ -23,8 +23,8 @@ from codec.interface import CompressionModel
 from codec.modules import Decoder, Encoder, IStftDecoder, StftEncoder
 from codec.quantize import ResidualVQ
 from core.checkpoint import (
-    load_model,
     CheckpointError,
+    load_model,
     read_model_training,
     save_model,
     weights_sha256,

@@ -35,7 +35,7 @@ if [[ " $JOBS " == *" valle "* ]]; then
   V=$!
 fi
 if [[ " $JOBS " == *" codec "* ]]; then
-  python3 -m vocalis train codec --config "${CODEC_CONFIG:-training/configs/codec_gan_lease.json}" \
+  python3 -m vocalis train codec --config "${CODEC_CONFIG:-training/configs/codec_istft_gan_lease.json}" \
     --init "${CODEC_INIT:-models/codec/codec.safetensors}" --out "$RUNS/codec" --minutes "$MIN" \
     >"$OUT/codec.log" 2>&1 &
   C=$!
