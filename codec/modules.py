@@ -292,7 +292,36 @@ class FrameBlock(nn.Module):
         return x + self.scale * y
 
 
-class IStftDecoder(nn.Module):
+class _FrameStack(nn.Module):
+    """What the STFT encoder and the iSTFT decoder share: the STFT's checks and window, and
+    layer norm -> ConvNeXt blocks -> layer norm at the frame rate (`backbone`). Each adds
+    its own `input` layer and `head`."""
+
+    def __init__(
+        self, hop_length: int, *, dim: int, hidden: int, layers: int, n_fft: int, kernel_size: int
+    ) -> None:
+        super().__init__()
+        if n_fft < 2 * hop_length or n_fft % 2:
+            raise ValueError(f"n_fft must be even and >= 2 * hop ({2 * hop_length}), got {n_fft}")
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.hop_length, self.n_fft, self.kernel_size = hop_length, n_fft, kernel_size
+        self.input_norm = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(
+            FrameBlock(dim, hidden, kernel_size=kernel_size, layer_scale=1.0 / layers)
+            for _ in range(layers)
+        )
+        self.output_norm = nn.LayerNorm(dim)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def backbone(self, x: Tensor) -> Tensor:  # (B, dim, F) -> (B, dim, F)
+        x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        return self.output_norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+class IStftDecoder(_FrameStack):
     """Latent to waveform through a short-time spectrum (Vocos): every layer runs at the
     code frame rate, and a 1x1 head predicts each frame's log-magnitude and phase for an
     inverse STFT with hop `hop_length`. No transposed convolutions, no layer at the audio
@@ -313,21 +342,11 @@ class IStftDecoder(nn.Module):
         n_fft: int = 1280,
         kernel_size: int = 7,
     ) -> None:
-        super().__init__()
-        if n_fft < 2 * hop_length or n_fft % 2:
-            raise ValueError(f"n_fft must be even and >= 2 * hop ({2 * hop_length}), got {n_fft}")
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.hop_length, self.n_fft, self.kernel_size = hop_length, n_fft, kernel_size
-        self.input = weight_norm(nn.Conv1d(latent_dim, dim, kernel_size, padding=kernel_size // 2))
-        self.input_norm = nn.LayerNorm(dim)
-        self.blocks = nn.ModuleList(
-            FrameBlock(dim, hidden, kernel_size=kernel_size, layer_scale=1.0 / layers)
-            for _ in range(layers)
+        super().__init__(
+            hop_length, dim=dim, hidden=hidden, layers=layers, n_fft=n_fft, kernel_size=kernel_size
         )
-        self.output_norm = nn.LayerNorm(dim)
+        self.input = weight_norm(nn.Conv1d(latent_dim, dim, kernel_size, padding=kernel_size // 2))
         self.head = nn.Conv1d(dim, n_fft + 2, 1)  # log-magnitude and phase per bin
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def receptive_span(self) -> int:
         """Samples of output that one latent frame's value can reach (both sides together)."""
@@ -335,11 +354,7 @@ class IStftDecoder(nn.Module):
         return frames * self.hop_length + self.n_fft
 
     def spectrum(self, latent: Tensor) -> Tensor:  # (B, D, F) -> (B, n_fft/2 + 1, F) complex
-        x = self.input(latent)
-        x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)
-        for block in self.blocks:
-            x = block(x)
-        x = self.output_norm(x.transpose(1, 2)).transpose(1, 2)
+        x = self.backbone(self.input(latent))
         log_mag, phase = self.head(x).float().chunk(2, dim=1)  # (B, n_fft/2 + 1, F) each
         mag = log_mag.clamp(max=6.0).exp()  # clamped: e^6 is far above any real bin
         return torch.polar(mag, phase)
@@ -357,7 +372,7 @@ class IStftDecoder(nn.Module):
         return wav.unsqueeze(1)
 
 
-class StftEncoder(nn.Module):
+class StftEncoder(_FrameStack):
     """Waveform to latent through a short-time spectrum: the iSTFT decoder's mirror. An
     STFT with hop `hop_length` gives one frame per code frame; each frame's log-magnitude
     and its power-compressed complex spectrum (|X|^0.3 with the phase, so phase is there to
@@ -379,22 +394,11 @@ class StftEncoder(nn.Module):
         n_fft: int = 1280,
         kernel_size: int = 7,
     ) -> None:
-        super().__init__()
-        if n_fft < 2 * hop_length or n_fft % 2:
-            raise ValueError(f"n_fft must be even and >= 2 * hop ({2 * hop_length}), got {n_fft}")
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.hop_length, self.n_fft, self.kernel_size = hop_length, n_fft, kernel_size
-        bins = n_fft // 2 + 1
-        self.input = nn.Conv1d(3 * bins, dim, 1)
-        self.input_norm = nn.LayerNorm(dim)
-        self.blocks = nn.ModuleList(
-            FrameBlock(dim, hidden, kernel_size=kernel_size, layer_scale=1.0 / layers)
-            for _ in range(layers)
+        super().__init__(
+            hop_length, dim=dim, hidden=hidden, layers=layers, n_fft=n_fft, kernel_size=kernel_size
         )
-        self.output_norm = nn.LayerNorm(dim)
+        self.input = nn.Conv1d(3 * (n_fft // 2 + 1), dim, 1)
         self.head = weight_norm(nn.Conv1d(dim, latent_dim, 1))
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def receptive_span(self) -> int:
         """Samples of input that one latent frame's value reads (both sides together)."""
@@ -418,9 +422,4 @@ class StftEncoder(nn.Module):
         return torch.cat([log_mag, compressed.real, compressed.imag], dim=1)
 
     def forward(self, wav: Tensor) -> Tensor:  # (B, 1, F * hop) -> (B, D, F)
-        x = self.input(self.features(wav))
-        x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)
-        for block in self.blocks:
-            x = block(x)
-        x = self.output_norm(x.transpose(1, 2)).transpose(1, 2)
-        return self.head(x)
+        return self.head(self.backbone(self.input(self.features(wav))))
