@@ -18,6 +18,7 @@ from corpus.manifest import Utterance
 from training.codec_losses import (
     CodecLossWeights,
     balanced_loss,
+    compressed_spectrum_loss,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
@@ -161,6 +162,40 @@ def test_mel_loss_ignores_a_dc_offset_that_the_waveform_loss_sees():
     assert abs(float(shifted.grad.sum())) < 1e-4  # no pull along the offset direction
 
 
+def test_phase_loss_sees_what_the_mel_loss_cannot():
+    # A sign flip or a half-period shift keeps every mel band's power and moves every phase:
+    # the mel loss calls it perfect, the compressed complex-spectrum loss does not.
+    configs = TINY_WEIGHTS.mel_configs(RATE)
+    t = torch.arange(4000) / RATE
+    real = (0.3 * torch.sin(2 * math.pi * 200 * t) + 0.1 * torch.sin(2 * math.pi * 700 * t))
+    real = real.reshape(1, 1, -1)
+    flipped = -real
+    assert float(multiscale_mel_loss(flipped, real, configs)) < 1e-4
+    assert float(compressed_spectrum_loss(real, real, (64, 256))) < 1e-6
+    assert float(compressed_spectrum_loss(flipped, real, (64, 256))) > 0.1
+    # It falls as a delayed copy comes back into line, so its gradient leads there.
+    errors = [float(compressed_spectrum_loss(real.roll(k, -1), real, (256,))) for k in (8, 4, 1)]
+    assert errors[0] > errors[1] > errors[2]
+    fake = (real.roll(3, -1) * 0.8).requires_grad_()
+    compressed_spectrum_loss(fake, real, (64, 256)).backward()
+    assert torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
+
+
+def test_phase_loss_leaves_the_band_above_its_limit_alone():
+    t = torch.arange(4000) / RATE
+    real = torch.sin(2 * math.pi * 300 * t).reshape(1, 1, -1)
+    high = 0.2 * torch.sin(2 * math.pi * 3000 * t).reshape(1, 1, -1)
+    limit = (1500.0, RATE)
+    # A wrong 3 kHz component costs nothing under a 1.5 kHz limit, a wrong 300 Hz one does.
+    assert float(compressed_spectrum_loss(real + high, real, (256,), max_bin_hz=limit)) < 0.01
+    assert float(compressed_spectrum_loss(real + high, real, (256,))) > 0.1
+    assert float(compressed_spectrum_loss(-real, real, (256,), max_bin_hz=limit)) > 0.1
+    with pytest.raises(ValueError, match="phase"):
+        CodecLossWeights(phase_power=0.0)
+    with pytest.raises(ValueError, match="phase_max_hz"):
+        CodecLossWeights(phase_max_hz=-1.0)
+
+
 @pytest.mark.parametrize("kind", ["hinge", "lsgan"])
 def test_adversarial_losses_reward_the_right_side(kind):
     ones, zeros = [torch.ones(2, 5)], [torch.zeros(2, 5)]
@@ -301,8 +336,8 @@ def test_reconstruction_only_training_leaves_the_discriminators_out(tmp_path):
     torch.manual_seed(0)
     codec = StandInCodec()
     weights = CodecLossWeights(
-        mel_n_ffts=(64, 256), mel_bands=(8, 24), waveform=1.0, adversarial=0.0,
-        feature_matching=0.0,
+        mel_n_ffts=(64, 256), mel_bands=(8, 24), waveform=1.0, phase=1.0, phase_n_ffts=(64,),
+        adversarial=0.0, feature_matching=0.0,
     )  # fmt: skip
     task = CodecTask(codec, codec.dims, Discriminators(TINY_DISCS), weights)
     assert list(task.parts()) == ["generator"]
@@ -310,6 +345,7 @@ def test_reconstruction_only_training_leaves_the_discriminators_out(tmp_path):
     _run(task, utts, tmp_path / "run", steps=3)
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert "generator/waveform" in log[-1] and "generator/adversarial" not in log[-1]
+    assert "generator/phase" in log[-1]
     assert not any(k.startswith("discriminator/") for k in log[-1])
     assert not task._fakes  # nothing queued for a discriminator step that never comes
     assert all(torch.equal(a, b) for a, b in zip(before, task.discriminators.parameters()))

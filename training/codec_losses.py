@@ -34,6 +34,7 @@ class CodecLossWeights:
 
     mel: float = 15.0  # multi-scale log-mel L1: the main reconstruction signal
     waveform: float = 0.0  # L1 on samples; DAC does without it, EnCodec used 0.1
+    phase: float = 0.0  # compressed complex-spectrum MSE: the only term that sees phase
     adversarial: float = 1.0  # generator's adversarial loss, summed over discriminators
     feature_matching: float = 2.0  # L1 between discriminator activations on real and fake
     commitment: float = 0.25  # pulls encoder outputs towards their codes
@@ -42,6 +43,9 @@ class CodecLossWeights:
     mel_n_ffts: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)  # window sizes, hop n/4
     mel_bands: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)  # mel bands per window
     mel_floor: float = 1e-5  # power floor before log10
+    phase_n_ffts: tuple[int, ...] = (256, 512, 1024, 2048)  # windows of the phase term, hop n/4
+    phase_power: float = 0.3  # magnitude compression of the phase term (|X|^p with X's phase)
+    phase_max_hz: float | None = None  # bins above this are left to the mel loss alone
     balancer: bool = False
     balancer_norm: float = 1.0
 
@@ -52,7 +56,11 @@ class CodecLossWeights:
             )
         if len(self.mel_n_ffts) != len(self.mel_bands) or not self.mel_n_ffts:
             raise ValueError("mel_n_ffts and mel_bands must be non-empty and of equal length")
-        weights = (self.mel, self.waveform, self.adversarial, self.feature_matching)
+        if not self.phase_n_ffts or not 0 < self.phase_power <= 1:
+            raise ValueError("phase_n_ffts must be non-empty and 0 < phase_power <= 1")
+        if self.phase_max_hz is not None and self.phase_max_hz <= 0:
+            raise ValueError("phase_max_hz must be positive")
+        weights = (self.mel, self.waveform, self.phase, self.adversarial, self.feature_matching)
         if min(*weights, self.commitment, self.codebook) < 0:
             raise ValueError("loss weights must be >= 0")
         if self.mel_floor <= 0 or self.balancer_norm <= 0:
@@ -90,6 +98,46 @@ def multiscale_mel_loss(
         a = log_mel(fake, config, floor=floor)  # (B, [1,] M, frames)
         b = log_mel(real, config, floor=floor)
         total = total + F.l1_loss(a, b)
+    return total
+
+
+def compressed_spectrum_loss(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    n_ffts: Sequence[int],
+    *,
+    power: float = 0.3,
+    max_bin_hz: tuple[float, int] | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Sum over STFT sizes of mean |C(fake) - C(real)|^2, C(X) = |X|^power * X / |X|.
+
+    The power-compressed complex spectrum of speech enhancement: unlike the mel loss it
+    sees phase, so it asks for the original's waveform (what SI-SDR and PESQ score), and
+    the compression keeps the quiet bins from being drowned by the loud ones. Each item's
+    mean is removed first, as in `multiscale_mel_loss`. fake, real: (B, 1, T) or (B, T).
+    max_bin_hz=(hz, sample_rate) keeps only the bins up to hz: above the band that a score
+    reads, a phase error costs this loss as much as silence would, so it would teach the
+    codec to drop energy that the mel loss asks for.
+    Zero iff the two spectra agree at every size (up to the eps in the compression).
+    """
+    fake = fake.reshape(fake.shape[0], -1).float()
+    real = real.reshape(real.shape[0], -1).float()
+    fake = fake - fake.mean(dim=-1, keepdim=True)
+    real = real - real.mean(dim=-1, keepdim=True)
+    total = fake.new_zeros(())
+    for n_fft in n_ffts:
+        window = torch.hann_window(n_fft, device=fake.device)
+        both = torch.stft(
+            torch.cat([fake, real]), n_fft, n_fft // 4, window=window, return_complex=True
+        )  # (2B, bins, frames)
+        if max_bin_hz is not None:
+            hz, rate = max_bin_hz
+            both = both[:, : int(hz * n_fft / rate) + 1]
+        scale = (both.real.square() + both.imag.square() + eps).pow((power - 1) / 2)
+        compressed = torch.view_as_real(both * scale)  # (2B, bins, frames, 2)
+        a, b = compressed.chunk(2)
+        total = total + (a - b.detach()).square().sum(-1).mean()
     return total
 
 

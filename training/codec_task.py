@@ -30,6 +30,7 @@ from corpus.manifest import Utterance
 from training.codec_losses import (
     CodecLossWeights,
     balanced_loss,
+    compressed_spectrum_loss,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
@@ -254,6 +255,14 @@ class CodecTask(TrainTask):
         terms = {"mel": multiscale_mel_loss(fake, wav, self.mel_configs, floor=w.mel_floor)}
         if w.waveform > 0:
             terms["waveform"] = (fake - wav).abs().mean()
+        if w.phase > 0:
+            terms["phase"] = compressed_spectrum_loss(
+                fake,
+                wav,
+                w.phase_n_ffts,
+                power=w.phase_power,
+                max_bin_hz=None if w.phase_max_hz is None else (w.phase_max_hz, self.codec.sample_rate),
+            )
         if self.adversarial:
             self._fakes.append((wav.detach(), fake.detach()))
             disc = _unwrap(modules["discriminator"])  # updated in its own step: no DDP sync
@@ -266,6 +275,7 @@ class CodecTask(TrainTask):
         weights = {
             "mel": w.mel,
             "waveform": w.waveform,
+            "phase": w.phase,
             "adversarial": w.adversarial,
             "feature_matching": w.feature_matching,
         }
