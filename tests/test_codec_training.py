@@ -167,7 +167,7 @@ def test_phase_loss_sees_what_the_mel_loss_cannot():
     # the mel loss calls it perfect, the compressed complex-spectrum loss does not.
     configs = TINY_WEIGHTS.mel_configs(RATE)
     t = torch.arange(4000) / RATE
-    real = (0.3 * torch.sin(2 * math.pi * 200 * t) + 0.1 * torch.sin(2 * math.pi * 700 * t))
+    real = 0.3 * torch.sin(2 * math.pi * 200 * t) + 0.1 * torch.sin(2 * math.pi * 700 * t)
     real = real.reshape(1, 1, -1)
     flipped = -real
     assert float(multiscale_mel_loss(flipped, real, configs)) < 1e-4
