@@ -187,12 +187,17 @@ def test_cli_fits_a_prior_beside_the_model_and_compress_uses_it(tmp_path, capsys
     assert "counts another codec's codes" in capsys.readouterr().err
 
 
-def test_the_shipped_prior_counts_the_shipped_codecs_codes():
-    from codec.model import SHIPPED_CHECKPOINT
+def _shipped_codecs() -> list:
+    from codec.model import SHIPPED_MODELS
 
-    if not SHIPPED_CHECKPOINT.is_file():
-        pytest.skip("no shipped codec")
-    codec = C.load()  # refuses a prior of another codec's codes
+    return sorted(p for p in SHIPPED_MODELS.rglob("codec*.safetensors"))
+
+
+@pytest.mark.parametrize("weights", _shipped_codecs(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_each_shipped_prior_counts_its_codecs_codes(weights):
+    # Every shipped codec (the default, the one the TTS speaks, the phase-trained
+    # alternative) comes with the prior of its own codes, which `load` checks.
+    codec = C.load(weights)  # refuses a prior of another codec's codes
     assert codec.prior is not None and codec.prior.codes_of & codec.same_codes
     assert (codec.prior.n_codebooks, codec.prior.cardinality) == (
         codec.model.num_codebooks,
