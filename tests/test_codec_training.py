@@ -185,11 +185,13 @@ def test_phase_loss_leaves_the_band_above_its_limit_alone():
     t = torch.arange(4000) / RATE
     real = torch.sin(2 * math.pi * 300 * t).reshape(1, 1, -1)
     high = 0.2 * torch.sin(2 * math.pi * 3000 * t).reshape(1, 1, -1)
-    limit = (1500.0, RATE)
+    limit = dict(max_hz=1500.0, sample_rate=RATE)
     # A wrong 3 kHz component costs nothing under a 1.5 kHz limit, a wrong 300 Hz one does.
-    assert float(compressed_spectrum_loss(real + high, real, (256,), max_bin_hz=limit)) < 0.01
+    assert float(compressed_spectrum_loss(real + high, real, (256,), **limit)) < 0.01
     assert float(compressed_spectrum_loss(real + high, real, (256,))) > 0.1
-    assert float(compressed_spectrum_loss(-real, real, (256,), max_bin_hz=limit)) > 0.1
+    assert float(compressed_spectrum_loss(-real, real, (256,), **limit)) > 0.1
+    with pytest.raises(ValueError, match="sample_rate"):
+        compressed_spectrum_loss(real, real, (256,), max_hz=1500.0)
     with pytest.raises(ValueError, match="phase"):
         CodecLossWeights(phase_power=0.0)
     with pytest.raises(ValueError, match="phase_max_hz"):

@@ -107,7 +107,8 @@ def compressed_spectrum_loss(
     n_ffts: Sequence[int],
     *,
     power: float = 0.3,
-    max_bin_hz: tuple[float, int] | None = None,
+    max_hz: float | None = None,
+    sample_rate: int | None = None,
     eps: float = 1e-6,
 ) -> torch.Tensor:
     """Sum over STFT sizes of mean |C(fake) - C(real)|^2, C(X) = |X|^power * X / |X|.
@@ -116,11 +117,13 @@ def compressed_spectrum_loss(
     sees phase, so it asks for the original's waveform (what SI-SDR and PESQ score), and
     the compression keeps the quiet bins from being drowned by the loud ones. Each item's
     mean is removed first, as in `multiscale_mel_loss`. fake, real: (B, 1, T) or (B, T).
-    max_bin_hz=(hz, sample_rate) keeps only the bins up to hz: above the band that a score
+    max_hz (with the sample_rate) keeps only the bins up to it: above the band that a score
     reads, a phase error costs this loss as much as silence would, so it would teach the
     codec to drop energy that the mel loss asks for.
     Zero iff the two spectra agree at every size (up to the eps in the compression).
     """
+    if max_hz is not None and sample_rate is None:
+        raise ValueError("max_hz needs the sample_rate")
     fake = fake.reshape(fake.shape[0], -1).float()
     real = real.reshape(real.shape[0], -1).float()
     fake = fake - fake.mean(dim=-1, keepdim=True)
@@ -131,9 +134,8 @@ def compressed_spectrum_loss(
         both = torch.stft(
             torch.cat([fake, real]), n_fft, n_fft // 4, window=window, return_complex=True
         )  # (2B, bins, frames)
-        if max_bin_hz is not None:
-            hz, rate = max_bin_hz
-            both = both[:, : int(hz * n_fft / rate) + 1]
+        if max_hz is not None:
+            both = both[:, : int(max_hz * n_fft / sample_rate) + 1]
         scale = (both.real.square() + both.imag.square() + eps).pow((power - 1) / 2)
         compressed = torch.view_as_real(both * scale)  # (2B, bins, frames, 2)
         a, b = compressed.chunk(2)

@@ -261,9 +261,8 @@ class CodecTask(TrainTask):
                 wav,
                 w.phase_n_ffts,
                 power=w.phase_power,
-                max_bin_hz=None
-                if w.phase_max_hz is None
-                else (w.phase_max_hz, self.codec.sample_rate),
+                max_hz=w.phase_max_hz,
+                sample_rate=self.codec.sample_rate,
             )
         if self.adversarial:
             self._fakes.append((wav.detach(), fake.detach()))
