@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec.interface import CompressionModel
-from codec.modules import Decoder, Encoder, IStftDecoder, StftEncoder
+from codec.modules import PHASE_HEADS, Decoder, Encoder, IStftDecoder, StftEncoder
 from codec.quantize import ResidualVQ
 from core.checkpoint import (
     CheckpointError,
@@ -63,6 +63,7 @@ class CodecDims:
     istft_hidden: int = 1536
     istft_layers: int = 8
     istft_n_fft: int = 1280
+    istft_phase: str = "angle"  # the head's phase: a raw "angle" (Vocos) or a (re, im) "vector"
     # "conv": the strided conv encoder above (encoder_channels); "stft": the iSTFT
     # decoder's mirror, an STFT and ConvNeXt blocks at the frame rate (stft_*), non-causal.
     encoder: str = "conv"
@@ -77,6 +78,8 @@ class CodecDims:
             raise ValueError(f"encoder and decoder need {n} channel widths for {n - 1} strides")
         if not 0.0 <= self.quantizer_dropout <= 1.0:
             raise ValueError("quantizer_dropout is a probability")
+        if self.istft_phase not in PHASE_HEADS:
+            raise ValueError(f"istft_phase must be one of {PHASE_HEADS}, got {self.istft_phase!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.encoder not in ENCODERS:
@@ -144,6 +147,7 @@ def build_decoder(dims: CodecDims) -> nn.Module:
             layers=dims.istft_layers,
             n_fft=dims.istft_n_fft,
             kernel_size=dims.kernel_size,
+            phase=dims.istft_phase,
         )
     return Decoder(
         dims.decoder_channels,
@@ -228,6 +232,27 @@ class Codec(CompressionModel):
             codebook_loss=q.codebook_loss,
             n_codebooks=q.n_codebooks,
         )
+
+
+def adopt_decoder(codec: Codec, start: Codec) -> bool:
+    """Take over `start`'s iSTFT decoder into `codec`'s when they differ only in the phase
+    head, "angle" to "vector" (IStftDecoder.head_from_angle); False, untouched, otherwise."""
+    new, old = codec.dims, start.dims
+    if (new.decoder, old.decoder, new.istft_phase, old.istft_phase) != (
+        "istft",
+        "istft",
+        "vector",
+        "angle",
+    ) or dataclasses.replace(old, istft_phase="vector") != dataclasses.replace(
+        new, quantizer_dropout=old.quantizer_dropout, dead_code_steps=old.dead_code_steps
+    ):
+        return False
+    state = {k: v for k, v in start.decoder.state_dict().items() if not k.startswith("head.")}
+    missing, unexpected = codec.decoder.load_state_dict(state, strict=False)
+    if unexpected or set(missing) != {"head.weight", "head.bias"}:
+        raise ValueError(f"iSTFT decoders differ beyond the head: {missing + unexpected}")
+    codec.decoder.head_from_angle(start.decoder.head)
+    return True
 
 
 def save_codec(

@@ -321,6 +321,9 @@ class _FrameStack(nn.Module):
         return self.output_norm(x.transpose(1, 2)).transpose(1, 2)
 
 
+PHASE_HEADS = ("angle", "vector")
+
+
 class IStftDecoder(_FrameStack):
     """Latent to waveform through a short-time spectrum (Vocos): every layer runs at the
     code frame rate, and a 1x1 head predicts each frame's log-magnitude and phase for an
@@ -329,6 +332,12 @@ class IStftDecoder(_FrameStack):
 
     Non-causal only: the inverse STFT's window reaches `n_fft / 2` samples ahead.
     (B, latent_dim, F) -> (B, 1, F * hop_length).
+
+    `phase` says how the head gives each bin's phase: "angle" (Vocos) reads it as a raw
+    angle; "vector" reads a 2-D vector (re, im) whose direction is the phase. An angle is a
+    wrapped, discontinuous function of the waveform, hard for a linear head to read out of
+    a latent; a direction is what the STFT encoder's compressed (re, im) input already is,
+    so a codec can carry the waveform's phase through nearly linear maps.
     """
 
     def __init__(
@@ -341,12 +350,34 @@ class IStftDecoder(_FrameStack):
         layers: int = 8,
         n_fft: int = 1280,
         kernel_size: int = 7,
+        phase: str = "angle",
     ) -> None:
         super().__init__(
             hop_length, dim=dim, hidden=hidden, layers=layers, n_fft=n_fft, kernel_size=kernel_size
         )
+        if phase not in PHASE_HEADS:
+            raise ValueError(f"phase must be one of {PHASE_HEADS}, got {phase!r}")
+        self.phase = phase
         self.input = weight_norm(nn.Conv1d(latent_dim, dim, kernel_size, padding=kernel_size // 2))
-        self.head = nn.Conv1d(dim, n_fft + 2, 1)  # log-magnitude and phase per bin
+        bins = n_fft // 2 + 1
+        # log-magnitude, then the phase: one angle or a (re, im) direction per bin
+        self.head = nn.Conv1d(dim, bins * (2 if phase == "angle" else 3), 1)
+
+    @torch.no_grad()
+    def head_from_angle(self, head: nn.Conv1d) -> None:
+        """Start this "vector" head from a trained "angle" head of the same width: the
+        log-magnitude rows are copied, and each direction is (1, angle), which has the
+        angle's sign and order and equals it near 0, so training starts from the old
+        decoder's magnitudes with its phases bent rather than thrown away."""
+        bins = self.n_fft // 2 + 1
+        if self.phase != "vector" or head.weight.shape != (2 * bins, *self.head.weight.shape[1:]):
+            raise ValueError("head_from_angle needs a vector head and an angle head of its width")
+        self.head.weight[:bins] = head.weight[:bins]
+        self.head.bias[:bins] = head.bias[:bins]
+        self.head.weight[bins : 2 * bins] = 0.0
+        self.head.bias[bins : 2 * bins] = 1.0
+        self.head.weight[2 * bins :] = head.weight[bins:]
+        self.head.bias[2 * bins :] = head.bias[bins:]
 
     def receptive_span(self) -> int:
         """Samples of output that one latent frame's value can reach (both sides together)."""
@@ -355,9 +386,14 @@ class IStftDecoder(_FrameStack):
 
     def spectrum(self, latent: Tensor) -> Tensor:  # (B, D, F) -> (B, n_fft/2 + 1, F) complex
         x = self.backbone(self.input(latent))
-        log_mag, phase = self.head(x).float().chunk(2, dim=1)  # (B, n_fft/2 + 1, F) each
-        mag = log_mag.clamp(max=6.0).exp()  # clamped: e^6 is far above any real bin
-        return torch.polar(mag, phase)
+        bins = self.n_fft // 2 + 1
+        out = self.head(x).float()  # (B, (2 or 3) * bins, F)
+        mag = out[:, :bins].clamp(max=6.0).exp()  # clamped: e^6 is far above any real bin
+        if self.phase == "angle":
+            return torch.polar(mag, out[:, bins:])
+        re, im = out[:, bins : 2 * bins], out[:, 2 * bins :]
+        norm = (re.square() + im.square() + 1e-8).sqrt()
+        return torch.complex(mag * re / norm, mag * im / norm)
 
     def forward(self, latent: Tensor) -> Tensor:  # (B, D, F) -> (B, 1, F * hop)
         spec = self.spectrum(latent)

@@ -3,6 +3,7 @@ an overfit-one-clip run and the checkpoint round trip."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from codec import Codec, CodecDims, CompressionModel, load_codec, save_codec
+from codec.modules import PHASE_HEADS, IStftDecoder
 from codec.quantize import FactorizedVQ, ResidualVQ
 from core.audio import MelConfig, load_audio, log_mel
 from tests.helpers.codec import TINY
@@ -291,6 +294,62 @@ def test_istft_decoder_keeps_every_length_and_is_non_causal_only():
         CodecDims(**{**TINY.__dict__, "decoder": "wavenet"})
     with pytest.raises(ValueError, match="n_fft must be even"):
         tiny(**{**ISTFT, "istft_n_fft": 2 * hop - 2})
+
+
+def test_vector_phase_head_starts_from_an_angle_head():
+    """A (re, im) phase head taken over from a trained angle head: the same magnitudes, each
+    phase bent to atan(angle) (same sign and order), every other decoder weight kept."""
+    from codec.model import adopt_decoder
+
+    torch.manual_seed(0)
+    old = tiny(**ISTFT).eval()
+    new = Codec(dataclasses.replace(old.dims, istft_phase="vector")).eval()
+    assert new.decoder.head.out_channels == 3 * (160 // 2 + 1)
+    assert adopt_decoder(new, old)
+    latent = torch.randn(2, old.dims.latent_dim, 9)
+    with torch.no_grad():
+        a, b = old.decoder.spectrum(latent), new.decoder.spectrum(latent)
+        angle = old.decoder.head(old.decoder.backbone(old.decoder.input(latent)))[:, 81:]
+    assert torch.allclose(a.abs(), b.abs(), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(b.angle(), angle.atan(), atol=1e-4)
+    assert new.decode_latent(latent).shape == (2, 1, 9 * new.hop_length)
+    # Nothing else differs in the decoder; other changes of dims are not taken over.
+    assert not adopt_decoder(old, new)  # only angle -> vector
+    other = Codec(dataclasses.replace(old.dims, istft_phase="vector", istft_layers=3))
+    assert not adopt_decoder(other, old)
+    with pytest.raises(ValueError, match="istft_phase must be one of"):
+        CodecDims(**{**TINY.__dict__, **ISTFT, "istft_phase": "polar"})
+
+
+def test_vector_phase_head_carries_the_waveform_through_a_linear_map():
+    """Why a vector head: a spectrum's phase is a direction, so a decoder that sees the
+    compressed (re, im), as the STFT encoder does, can hand it on with one linear map. An
+    angle head fed the same input and trained the same way fits the spectrum (its phase)
+    several times worse: atan2 is not linear, and its readout wraps."""
+    torch.manual_seed(0)
+    hop, n_fft, frames = 16, 64, 200  # more frames than features: no memorising
+    wav = torch.randn(1, 1, frames * hop) * 0.1
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(wav[:, 0], n_fft, hop, window=window, return_complex=True)[..., :frames]
+    mag = spec.abs() + 1e-5
+    feats = torch.cat([mag.log(), spec.real / mag, spec.imag / mag], 1)  # (1, 3 * bins, F)
+    errors = {}
+    for phase in PHASE_HEADS:
+        torch.manual_seed(0)
+        decoder = IStftDecoder(feats.shape[1], hop, dim=8, hidden=8, layers=1, n_fft=n_fft,
+                               phase=phase)  # fmt: skip
+        # only a linear head on the features: the phase readout alone is compared
+        decoder.input = nn.Identity()
+        decoder.backbone = lambda x: x  # shadows the method on this instance
+        decoder.head = nn.Conv1d(feats.shape[1], decoder.head.out_channels, 1)
+        opt = torch.optim.Adam(decoder.head.parameters(), lr=1e-2)
+        for _ in range(300):
+            loss = (decoder.spectrum(feats) - spec).abs().square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        errors[phase] = loss.item() / spec.abs().square().mean().item()
+    assert errors["vector"] < 0.1 and errors["angle"] > 3 * errors["vector"], errors
 
 
 STFT = dict(encoder="stft", stft_dim=64, stft_hidden=128, stft_layers=2, stft_n_fft=160)

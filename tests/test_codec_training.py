@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
+from codec.evaluate import si_sdr
 from core.checkpoint import read_model_checkpoint
 from corpus.manifest import Utterance
 from training.codec_losses import (
@@ -23,6 +24,7 @@ from training.codec_losses import (
     feature_matching_loss,
     generator_adversarial_loss,
     multiscale_mel_loss,
+    si_sdr_loss,
 )
 from training.codec_task import (
     CodecTask,
@@ -198,6 +200,39 @@ def test_phase_loss_leaves_the_band_above_its_limit_alone():
         CodecLossWeights(phase_max_hz=-1.0)
 
 
+def test_si_sdr_loss_is_the_metric_pooled_and_scale_free():
+    torch.manual_seed(0)
+    real = torch.randn(1, 1, 4000)
+    fake = 0.5 * real + 0.3 * torch.randn(1, 1, 4000)
+    # One item: exactly the negative of the metric the evaluation reports.
+    assert float(si_sdr_loss(fake, real)) == pytest.approx(
+        -si_sdr(real[0, 0], fake[0, 0]), abs=1e-3
+    )
+    assert float(si_sdr_loss(3 * fake, real)) == pytest.approx(
+        float(si_sdr_loss(fake, real)), abs=1e-3
+    )
+    assert float(si_sdr_loss(real, real)) < -50
+    # Pooled over the batch: a near-silent item with a large relative error barely moves it,
+    # where a mean of per-item dB would be dragged by it.
+    quiet = 1e-4 * torch.randn(1, 1, 4000)
+    both = si_sdr_loss(torch.cat([fake, quiet.roll(7, -1)]), torch.cat([real, quiet]))
+    assert float(both) == pytest.approx(float(si_sdr_loss(fake, real)), abs=0.01)
+    # Energy-weighted: an error in the loud low band costs more than the same relative error
+    # in a quiet high band, as in the metric.
+    t = torch.arange(4000) / RATE
+    low, high = torch.sin(2 * math.pi * 200 * t), 0.1 * torch.sin(2 * math.pi * 3000 * t)
+    low_late, high_late = torch.cos(2 * math.pi * 200 * t), 0.1 * torch.cos(2 * math.pi * 3000 * t)
+    ref = (low + high).reshape(1, 1, -1)  # each band a quarter period out of phase in turn:
+    assert si_sdr_loss((low_late + high).reshape(1, 1, -1), ref) > si_sdr_loss(
+        (low + high_late).reshape(1, 1, -1), ref
+    )
+    fake = fake.clone().requires_grad_()
+    si_sdr_loss(fake, real).backward()
+    assert torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=">= 0"):
+        CodecLossWeights(si_sdr=-1.0)
+
+
 @pytest.mark.parametrize("kind", ["hinge", "lsgan"])
 def test_adversarial_losses_reward_the_right_side(kind):
     ones, zeros = [torch.ones(2, 5)], [torch.zeros(2, 5)]
@@ -339,7 +374,7 @@ def test_reconstruction_only_training_leaves_the_discriminators_out(tmp_path):
     codec = StandInCodec()
     weights = CodecLossWeights(
         mel_n_ffts=(64, 256), mel_bands=(8, 24), waveform=1.0, phase=1.0, phase_n_ffts=(64,),
-        adversarial=0.0, feature_matching=0.0,
+        si_sdr=1.0, adversarial=0.0, feature_matching=0.0,
     )  # fmt: skip
     task = CodecTask(codec, codec.dims, Discriminators(TINY_DISCS), weights)
     assert list(task.parts()) == ["generator"]
@@ -347,7 +382,7 @@ def test_reconstruction_only_training_leaves_the_discriminators_out(tmp_path):
     _run(task, utts, tmp_path / "run", steps=3)
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert "generator/waveform" in log[-1] and "generator/adversarial" not in log[-1]
-    assert "generator/phase" in log[-1]
+    assert "generator/phase" in log[-1] and "generator/si_sdr" in log[-1]
     assert not any(k.startswith("discriminator/") for k in log[-1])
     assert not task._fakes  # nothing queued for a discriminator step that never comes
     assert all(torch.equal(a, b) for a, b in zip(before, task.discriminators.parameters()))
@@ -524,3 +559,39 @@ def test_a_new_encoder_takes_over_the_codebooks_and_decoder(tmp_path, capsys):
     args[-3] = str(tmp_path / "c")
     assert main(args) == 2
     assert "dims differ from the config's in the frozen part(s) encoder" in capsys.readouterr().err
+
+
+def test_init_turns_an_angle_phase_head_into_a_vector_head(tmp_path, capsys):
+    """--init from an iSTFT codec into the same codec with a vector phase head: encoder,
+    codebooks and decoder come through (the head adapted), so its codes are the old ones."""
+    pytest.importorskip("codec.model")
+    from codec.model import load_codec
+
+    manifest = _manifest(tmp_path)
+    base = ["train", "codec", "--manifest", str(manifest), "--steps", "1"]
+    config = json.loads(TINY_CONFIG.read_text())
+    config["codec"].update(decoder="istft", istft_dim=16, istft_hidden=32, istft_layers=1)
+    path = tmp_path / "angle.json"
+    path.write_text(json.dumps(config))
+    assert main([*base, "--config", str(path), "--out", str(tmp_path / "a")]) == 0
+    first = tmp_path / "a" / "model.safetensors"
+    config["codec"]["istft_phase"] = "vector"
+    config["train"]["lr"] = 1e-12  # the step leaves the weights where --init put them
+    config["train"]["warmup_steps"] = 0
+    path.write_text(json.dumps(config))
+    capsys.readouterr()
+    assert (
+        main([*base, "--config", str(path), "--out", str(tmp_path / "b"), "--init", str(first)])
+        == 0
+    )
+    assert "decoder (its phase head made a vector head) taken over\n" in capsys.readouterr().out
+    old, new = load_codec(first), load_codec(tmp_path / "b" / "model")
+    assert new.dims.istft_phase == "vector"
+    wav = torch.randn(1, 1, 6000) * 0.1
+    with torch.no_grad():
+        assert torch.equal(old.encode(wav), new.encode(wav))
+        a, b = (
+            old.decoder.spectrum(old.encode_latent(wav)),
+            new.decoder.spectrum(old.encode_latent(wav)),
+        )
+    assert torch.allclose(a.abs(), b.abs(), rtol=1e-3, atol=1e-5)

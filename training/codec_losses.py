@@ -35,6 +35,7 @@ class CodecLossWeights:
     mel: float = 15.0  # multi-scale log-mel L1: the main reconstruction signal
     waveform: float = 0.0  # L1 on samples; DAC does without it, EnCodec used 0.1
     phase: float = 0.0  # compressed complex-spectrum MSE: the only term that sees phase
+    si_sdr: float = 0.0  # negative SI-SDR in dB, pooled over the batch: the waveform's match
     adversarial: float = 1.0  # generator's adversarial loss, summed over discriminators
     feature_matching: float = 2.0  # L1 between discriminator activations on real and fake
     commitment: float = 0.25  # pulls encoder outputs towards their codes
@@ -60,7 +61,8 @@ class CodecLossWeights:
             raise ValueError("phase_n_ffts must be non-empty and 0 < phase_power <= 1")
         if self.phase_max_hz is not None and self.phase_max_hz <= 0:
             raise ValueError("phase_max_hz must be positive")
-        weights = (self.mel, self.waveform, self.phase, self.adversarial, self.feature_matching)
+        weights = (self.mel, self.waveform, self.phase, self.si_sdr)
+        weights += (self.adversarial, self.feature_matching)
         if min(*weights, self.commitment, self.codebook) < 0:
             raise ValueError("loss weights must be >= 0")
         if self.mel_floor <= 0 or self.balancer_norm <= 0:
@@ -141,6 +143,28 @@ def compressed_spectrum_loss(
         a, b = compressed.chunk(2)
         total = total + (a - b.detach()).square().sum(-1).mean()
     return total
+
+
+def si_sdr_loss(fake: torch.Tensor, real: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Negative scale-invariant SDR in dB, the energies pooled over the batch:
+    -10 log10(sum_i |t_i|^2 / sum_i |fake_i - t_i|^2), t_i = real_i scaled to fit fake_i.
+
+    Where the phase term weighs every bin alike after compression, this one weighs each by
+    its energy, as SI-SDR does: most of speech's energy is below 1 kHz, so it asks above
+    all for the phase of the low harmonics. Pooled rather than averaged over items in dB,
+    so that a nearly silent crop (1 s crops can be) cannot dominate the gradient: a dB
+    loss's gradient grows as 1 / |error|. Each item's mean is removed first.
+    fake, real: (B, 1, T) or (B, T).
+    """
+    fake = fake.reshape(fake.shape[0], -1).float()
+    real = real.reshape(real.shape[0], -1).float()
+    fake = fake - fake.mean(dim=-1, keepdim=True)
+    real = real - real.mean(dim=-1, keepdim=True)
+    scale = (fake * real).sum(-1, keepdim=True) / (real.square().sum(-1, keepdim=True) + eps)
+    target = scale * real
+    signal = target.square().sum()
+    noise = (fake - target).square().sum()
+    return 10 * torch.log10((noise + eps) / (signal + eps))
 
 
 # ---------------------------------------------------------------------------------------

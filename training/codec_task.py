@@ -35,6 +35,7 @@ from training.codec_losses import (
     feature_matching_loss,
     generator_adversarial_loss,
     multiscale_mel_loss,
+    si_sdr_loss,
 )
 from training.discriminators import Discriminators
 from training.sampler import RandomBatchSampler
@@ -264,6 +265,8 @@ class CodecTask(TrainTask):
                 max_hz=w.phase_max_hz,
                 sample_rate=self.codec.sample_rate,
             )
+        if w.si_sdr > 0:
+            terms["si_sdr"] = si_sdr_loss(fake, wav)
         if self.adversarial:
             self._fakes.append((wav.detach(), fake.detach()))
             disc = _unwrap(modules["discriminator"])  # updated in its own step: no DDP sync
@@ -277,6 +280,7 @@ class CodecTask(TrainTask):
             "mel": w.mel,
             "waveform": w.waveform,
             "phase": w.phase,
+            "si_sdr": w.si_sdr,
             "adversarial": w.adversarial,
             "feature_matching": w.feature_matching,
         }
