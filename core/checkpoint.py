@@ -153,11 +153,22 @@ def weights_sha256(path: str | os.PathLike) -> str:
     weights_path, _ = checkpoint_paths(path)
     if not weights_path.is_file():
         raise CheckpointError(f"no checkpoint at '{weights_path}'")
-    digest = hashlib.sha256()
-    with open(weights_path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    # Remembered per file version: finding the codec of a .vcd file hashes every shipped
+    # codec, and loading the one found hashes it again. Files are replaced by rename
+    # (atomic writes), which gives a new inode, so a changed file is never taken for its
+    # old self.
+    st = weights_path.stat()
+    key = (str(weights_path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        digest = hashlib.sha256()
+        with open(weights_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _SHA256[key] = digest.hexdigest()
+    return _SHA256[key]
+
+
+_SHA256: dict[tuple[str, int, int, int], str] = {}
 
 
 def read_model_checkpoint(

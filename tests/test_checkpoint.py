@@ -17,6 +17,7 @@ from core.checkpoint import (
     read_model_checkpoint,
     save_model,
     save_tree,
+    weights_sha256,
 )
 from core.errors import CheckpointError
 from core.io import atomic_path, write_bytes_atomic, write_json_atomic
@@ -61,6 +62,24 @@ def test_model_round_trip_restores_dims_and_weights(tmp_path):
     assert ckpt.training == {"steps": 12, "data": "unit test"}
     for k, v in net.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
+
+
+def test_weights_hash_is_remembered_per_file_version(tmp_path, monkeypatch):
+    import hashlib
+
+    net = Net(Dims())
+    path = save_model(tmp_path / "net", net, Dims(), kind="toy")
+    first = weights_sha256(path)
+    assert first == hashlib.sha256(path.read_bytes()).hexdigest()
+    reads = []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: reads.append(1) or real(*a))
+    assert weights_sha256(tmp_path / "net") == first and not reads  # remembered
+    # Saved again with other weights of the same size (an atomic replace): hashed anew.
+    with torch.no_grad():
+        net.proj.weight.add_(1.0)
+    save_model(tmp_path / "net", net, Dims(), kind="toy")
+    assert weights_sha256(path) == real(path.read_bytes()).hexdigest() != first
 
 
 def test_fp16_storage_is_loaded_back_as_float32(tmp_path):
