@@ -238,14 +238,10 @@ def adopt_decoder(codec: Codec, start: Codec) -> bool:
     """Take over `start`'s iSTFT decoder into `codec`'s when they differ only in the phase
     head, "angle" to "vector" (IStftDecoder.head_from_angle); False, untouched, otherwise."""
     new, old = codec.dims, start.dims
-    if (new.decoder, old.decoder, new.istft_phase, old.istft_phase) != (
-        "istft",
-        "istft",
-        "vector",
-        "angle",
-    ) or dataclasses.replace(old, istft_phase="vector") != dataclasses.replace(
-        new, quantizer_dropout=old.quantizer_dropout, dead_code_steps=old.dead_code_steps
-    ):
+    if (old.decoder, old.istft_phase, new.istft_phase) != ("istft", "angle", "vector"):
+        return False
+    training = dict(quantizer_dropout=new.quantizer_dropout, dead_code_steps=new.dead_code_steps)
+    if dataclasses.replace(old, istft_phase="vector", **training) != new:
         return False
     state = {k: v for k, v in start.decoder.state_dict().items() if not k.startswith("head.")}
     missing, unexpected = codec.decoder.load_state_dict(state, strict=False)

@@ -359,9 +359,9 @@ class IStftDecoder(_FrameStack):
             raise ValueError(f"phase must be one of {PHASE_HEADS}, got {phase!r}")
         self.phase = phase
         self.input = weight_norm(nn.Conv1d(latent_dim, dim, kernel_size, padding=kernel_size // 2))
-        bins = n_fft // 2 + 1
+        self.bins = n_fft // 2 + 1
         # log-magnitude, then the phase: one angle or a (re, im) direction per bin
-        self.head = nn.Conv1d(dim, bins * (2 if phase == "angle" else 3), 1)
+        self.head = nn.Conv1d(dim, self.bins * (2 if phase == "angle" else 3), 1)
 
     @torch.no_grad()
     def head_from_angle(self, head: nn.Conv1d) -> None:
@@ -369,7 +369,7 @@ class IStftDecoder(_FrameStack):
         log-magnitude rows are copied, and each direction is (1, angle), which has the
         angle's sign and order and equals it near 0, so training starts from the old
         decoder's magnitudes with its phases bent rather than thrown away."""
-        bins = self.n_fft // 2 + 1
+        bins = self.bins
         if self.phase != "vector" or head.weight.shape != (2 * bins, *self.head.weight.shape[1:]):
             raise ValueError("head_from_angle needs a vector head and an angle head of its width")
         self.head.weight[:bins] = head.weight[:bins]
@@ -386,7 +386,7 @@ class IStftDecoder(_FrameStack):
 
     def spectrum(self, latent: Tensor) -> Tensor:  # (B, D, F) -> (B, n_fft/2 + 1, F) complex
         x = self.backbone(self.input(latent))
-        bins = self.n_fft // 2 + 1
+        bins = self.bins
         out = self.head(x).float()  # (B, (2 or 3) * bins, F)
         mag = out[:, :bins].clamp(max=6.0).exp()  # clamped: e^6 is far above any real bin
         if self.phase == "angle":

@@ -310,19 +310,19 @@ def run_codec(args: argparse.Namespace) -> int:
         else:
             # A new encoder or decoder: the parts whose tensors fit are taken over.
             taken = [p for p in CODEC_PARTS if _same_shapes(getattr(start, p), getattr(codec, p))]
-            if "decoder" not in taken and adopt_decoder(codec, start):
-                taken.append("decoder (its phase head made a vector head)")
-            anew = [p for p in CODEC_PARTS if not any(t.startswith(p) for t in taken)]
-            if not taken or set(parts.freeze) - set(taken):
+            adopted = "decoder" not in taken and adopt_decoder(codec, start)
+            anew = [p for p in CODEC_PARTS if p not in taken and not (adopted and p == "decoder")]
+            if not (taken or adopted) or set(parts.freeze) - set(taken):
                 raise VocalisError(
                     f"--init {args.init}: its codec dims differ from the config's"
                     + (f" in the frozen part(s) {', '.join(anew)}" if taken else "")
                 )
-            for part in (p for p in taken if p in CODEC_PARTS):
+            for part in taken:
                 own = getattr(start, part).state_dict()
                 load_weights(getattr(codec, part), own, source=f"{args.init} ({part})")
+            names = taken + ["decoder (its phase head made a vector head)"] * adopted
             fresh = f"; {', '.join(anew)} anew" if anew else ""
-            print(f"--init {args.init}: {' and '.join(taken)} taken over{fresh}")
+            print(f"--init {args.init}: {' and '.join(names)} taken over{fresh}")
     freeze_parts(codec, parts.freeze)
     kept = frozenset()  # the codecs whose codes this one keeps: encoder and codebooks frozen
     if {"encoder", "quantizer"} <= set(parts.freeze):
