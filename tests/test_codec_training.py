@@ -25,6 +25,7 @@ from training.codec_losses import (
     generator_adversarial_loss,
     multiscale_mel_loss,
     si_sdr_loss,
+    spectral_convergence_loss,
 )
 from training.codec_task import (
     CodecTask,
@@ -233,6 +234,47 @@ def test_si_sdr_loss_is_the_metric_pooled_and_scale_free():
         CodecLossWeights(si_sdr=-1.0)
 
 
+def test_spectral_convergence_weighs_loud_bins_and_ignores_phase():
+    t = torch.arange(4000) / RATE
+    fade = torch.hann_window(4000, periodic=False)  # no edges for the STFT's padding to tell
+    loud, quiet = torch.sin(2 * math.pi * 200 * t), 0.03 * torch.sin(2 * math.pi * 3000 * t)
+    loud, quiet = fade * loud, fade * quiet
+    real = (loud + quiet).reshape(1, 1, -1)
+    sizes = (256, 512)
+    assert float(spectral_convergence_loss(real, real, sizes)) < 1e-3
+    # Magnitudes only: the same spectrum a quarter period later or upside down costs nothing.
+    late = fade * (torch.cos(2 * math.pi * 200 * t) + 0.03 * torch.cos(2 * math.pi * 3000 * t))
+    assert float(spectral_convergence_loss(late.reshape(1, 1, -1), real, sizes)) < 0.05
+    assert float(spectral_convergence_loss(-real, real, sizes)) < 1e-3
+    # Twice the magnitude is exactly 1 per size.
+    assert float(spectral_convergence_loss(2 * real, real, sizes)) == pytest.approx(2.0, abs=1e-3)
+    # The same relative error (-3 dB) costs far more at the loud harmonic than at the quiet
+    # one; the log-mel loss charges both about alike.
+    at_loud = (0.7 * loud + quiet).reshape(1, 1, -1)
+    at_quiet = (loud + 0.7 * quiet).reshape(1, 1, -1)
+    assert spectral_convergence_loss(at_loud, real, sizes) > 10 * spectral_convergence_loss(
+        at_quiet, real, sizes
+    )
+    configs = CodecLossWeights(mel_n_ffts=(256, 512), mel_bands=(20, 40)).mel_configs(RATE)
+    mel_ratio = multiscale_mel_loss(at_loud, real, configs) / multiscale_mel_loss(
+        at_quiet, real, configs
+    )
+    assert float(mel_ratio) < 3
+    # Pooled over the batch: a near-silent item with a large relative error barely moves it.
+    hush = 1e-4 * torch.randn(1, 1, 4000, generator=torch.Generator().manual_seed(0))
+    both = spectral_convergence_loss(torch.cat([at_loud, 3 * hush]), torch.cat([real, hush]), sizes)
+    assert float(both) == pytest.approx(
+        float(spectral_convergence_loss(at_loud, real, sizes)), abs=0.01
+    )
+    fake = at_loud.clone().requires_grad_()
+    spectral_convergence_loss(fake, real, sizes).backward()
+    assert torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=">= 0"):
+        CodecLossWeights(spectral=-1.0)
+    with pytest.raises(ValueError, match="spectral_n_ffts"):
+        CodecLossWeights(spectral_n_ffts=())
+
+
 @pytest.mark.parametrize("kind", ["hinge", "lsgan"])
 def test_adversarial_losses_reward_the_right_side(kind):
     ones, zeros = [torch.ones(2, 5)], [torch.zeros(2, 5)]
@@ -374,7 +416,7 @@ def test_reconstruction_only_training_leaves_the_discriminators_out(tmp_path):
     codec = StandInCodec()
     weights = CodecLossWeights(
         mel_n_ffts=(64, 256), mel_bands=(8, 24), waveform=1.0, phase=1.0, phase_n_ffts=(64,),
-        si_sdr=1.0, adversarial=0.0, feature_matching=0.0,
+        si_sdr=1.0, spectral=1.0, spectral_n_ffts=(64,), adversarial=0.0, feature_matching=0.0,
     )  # fmt: skip
     task = CodecTask(codec, codec.dims, Discriminators(TINY_DISCS), weights)
     assert list(task.parts()) == ["generator"]
@@ -383,6 +425,7 @@ def test_reconstruction_only_training_leaves_the_discriminators_out(tmp_path):
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert "generator/waveform" in log[-1] and "generator/adversarial" not in log[-1]
     assert "generator/phase" in log[-1] and "generator/si_sdr" in log[-1]
+    assert "generator/spectral" in log[-1]
     assert not any(k.startswith("discriminator/") for k in log[-1])
     assert not task._fakes  # nothing queued for a discriminator step that never comes
     assert all(torch.equal(a, b) for a, b in zip(before, task.discriminators.parameters()))

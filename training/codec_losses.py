@@ -36,6 +36,7 @@ class CodecLossWeights:
     waveform: float = 0.0  # L1 on samples; DAC does without it, EnCodec used 0.1
     phase: float = 0.0  # compressed complex-spectrum MSE: the only term that sees phase
     si_sdr: float = 0.0  # negative SI-SDR in dB, pooled over the batch: the waveform's match
+    spectral: float = 0.0  # spectral convergence of linear magnitudes: the loud bins' match
     adversarial: float = 1.0  # generator's adversarial loss, summed over discriminators
     feature_matching: float = 2.0  # L1 between discriminator activations on real and fake
     commitment: float = 0.25  # pulls encoder outputs towards their codes
@@ -47,6 +48,7 @@ class CodecLossWeights:
     phase_n_ffts: tuple[int, ...] = (256, 512, 1024, 2048)  # windows of the phase term, hop n/4
     phase_power: float = 0.3  # magnitude compression of the phase term (|X|^p with X's phase)
     phase_max_hz: float | None = None  # bins above this are left to the mel loss alone
+    spectral_n_ffts: tuple[int, ...] = (512, 1024, 2048)  # windows of the spectral term, hop n/4
     balancer: bool = False
     balancer_norm: float = 1.0
 
@@ -61,7 +63,9 @@ class CodecLossWeights:
             raise ValueError("phase_n_ffts must be non-empty and 0 < phase_power <= 1")
         if self.phase_max_hz is not None and self.phase_max_hz <= 0:
             raise ValueError("phase_max_hz must be positive")
-        weights = (self.mel, self.waveform, self.phase, self.si_sdr)
+        if not self.spectral_n_ffts:
+            raise ValueError("spectral_n_ffts must be non-empty")
+        weights = (self.mel, self.waveform, self.phase, self.si_sdr, self.spectral)
         weights += (self.adversarial, self.feature_matching)
         if min(*weights, self.commitment, self.codebook) < 0:
             raise ValueError("loss weights must be >= 0")
@@ -142,6 +146,36 @@ def compressed_spectrum_loss(
         compressed = torch.view_as_real(both * scale)  # (2B, bins, frames, 2)
         a, b = compressed.chunk(2)
         total = total + (a - b.detach()).square().sum(-1).mean()
+    return total
+
+
+def spectral_convergence_loss(
+    fake: torch.Tensor, real: torch.Tensor, n_ffts: Sequence[int], eps: float = 1e-8
+) -> torch.Tensor:
+    """Sum over STFT sizes of || |S(fake)| - |S(real)| || / || |S(real)| ||, the norms
+    (Frobenius) pooled over the batch: Parallel WaveGAN's spectral convergence.
+
+    The mel loss compares log powers, so a harmonic peak 3 dB off costs it what a valley
+    between harmonics 3 dB off costs; PESQ and STOI hear the peaks. On linear magnitudes the
+    loud bins, the low harmonics of voiced speech, carry the loss, and being magnitudes it
+    leaves the phase to the other terms. Pooled over the batch like `si_sdr_loss`, so a near
+    silent crop cannot dominate. Each item's mean is removed first.
+    fake, real: (B, 1, T) or (B, T). Zero iff the magnitudes agree at every size.
+    """
+    fake = fake.reshape(fake.shape[0], -1).float()
+    real = real.reshape(real.shape[0], -1).float()
+    fake = fake - fake.mean(dim=-1, keepdim=True)
+    real = real - real.mean(dim=-1, keepdim=True)
+    total = fake.new_zeros(())
+    for n_fft in n_ffts:
+        window = torch.hann_window(n_fft, device=fake.device)
+        both = torch.stft(
+            torch.cat([fake, real]), n_fft, n_fft // 4, window=window, return_complex=True
+        )
+        mag = (both.real.square() + both.imag.square() + eps).sqrt()  # (2B, bins, frames)
+        a, b = mag.chunk(2)
+        b = b.detach()
+        total = total + (a - b).square().sum().sqrt() / (b.square().sum().sqrt() + eps)
     return total
 
 

@@ -36,6 +36,7 @@ from training.codec_losses import (
     generator_adversarial_loss,
     multiscale_mel_loss,
     si_sdr_loss,
+    spectral_convergence_loss,
 )
 from training.discriminators import Discriminators
 from training.sampler import RandomBatchSampler
@@ -267,6 +268,8 @@ class CodecTask(TrainTask):
             )
         if w.si_sdr > 0:
             terms["si_sdr"] = si_sdr_loss(fake, wav)
+        if w.spectral > 0:
+            terms["spectral"] = spectral_convergence_loss(fake, wav, w.spectral_n_ffts)
         if self.adversarial:
             self._fakes.append((wav.detach(), fake.detach()))
             disc = _unwrap(modules["discriminator"])  # updated in its own step: no DDP sync
@@ -281,6 +284,7 @@ class CodecTask(TrainTask):
             "waveform": w.waveform,
             "phase": w.phase,
             "si_sdr": w.si_sdr,
+            "spectral": w.spectral,
             "adversarial": w.adversarial,
             "feature_matching": w.feature_matching,
         }
