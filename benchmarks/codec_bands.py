@@ -1,4 +1,4 @@
-"""Where does a codec lose to Opus? Per-band log-spectral distance, and a phase check.
+"""Where does a codec lose to Opus? Per-band spectral distances, a phase check and swaps.
 
     python benchmarks/codec_bands.py --checkpoint models/codec/codec.safetensors [--max-clips 4]
 
@@ -10,6 +10,14 @@ On held-out real clips (the same selection as `vocalis eval codec`), scored at 1
    spectrogram, and of Griffin-Lim run on the original's. If Griffin-Lim on the codec's
    magnitudes scores like the codec itself while Griffin-Lim on the original's scores far
    higher, the codec's phase is not what holds it back: its magnitudes are.
+3. spectral convergence per band, || |S(out)| - |S(original)| || / || |S(original)| || on
+   linear magnitudes, pooled over the clips: where the log-spectral distance weighs a
+   harmonic peak and the valley beside it alike, this weighs bins by their loudness, as
+   PESQ and STOI hear them;
+4. swaps, for the codec and for Opus: PESQ-wb, STOI and SI-SDR of the output with its
+   magnitudes below 1 kHz (then 4 kHz) replaced by the original's, its own phase kept, and
+   with its phase there replaced by the original's, its own magnitudes kept. What a swap
+   gains is what that part of that band costs the system.
 
 A diagnostic for whoever trains the codec, not a test.
 """
@@ -61,7 +69,19 @@ def main(argv: list[str] | None = None) -> int:
 
     bands: dict[str, list[list[float]]] = {codec.name: [], opus.name: []}
     quality: dict[str, list[tuple[float, float]]] = {}
+    convergence: dict[str, np.ndarray] = {}  # name -> per band (error energy, signal energy)
+    swaps: dict[str, list[tuple[float, float, float]]] = {}
     scorer = Scorer(use_visqol=False)
+    freqs = torch.fft.rfftfreq(n_fft, 1 / METRIC_RATE)
+    edges = BAND_EDGES_HZ
+
+    def swapped(ref: torch.Tensor, est: torch.Tensor, part: str, below_hz: float):
+        r = torch.stft(ref, n_fft, hop, window=window, return_complex=True)
+        e = torch.stft(est, n_fft, hop, window=window, return_complex=True)
+        mag, phase = (r.abs(), e.angle()) if part == "magnitude" else (e.abs(), r.angle())
+        out = torch.where((freqs < below_hz)[:, None], torch.polar(mag, phase), e)
+        return torch.istft(out, n_fft, hop, window=window, length=len(ref))
+
     for path in clips:
         wav16 = load_audio(path, METRIC_RATE)[0][0]
         wav = load_audio(path, model.sample_rate)[0]
@@ -71,6 +91,23 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             ref, est, _ = align(wav16, system.transcode(wav16, wav))
             bands[system.name].append(band_distance(ref, est))
+            a, b = magnitude(ref), magnitude(est)
+            per_band = [
+                [float((b[m] - a[m]).square().sum()), float(a[m].square().sum())]
+                for m in ((freqs >= lo) & (freqs < hi) for lo, hi in zip(edges, edges[1:]))
+            ]
+            convergence[system.name] = convergence.get(system.name, 0) + np.array(per_band)
+            versions = {"": est}
+            for below in (1000, 4000):
+                for part in ("magnitude", "phase"):
+                    versions[f", original {part} below {below // 1000} kHz"] = swapped(
+                        ref, est, part, below
+                    )
+            for label, out in versions.items():
+                scores = scorer.score(ref, out)
+                swaps.setdefault(system.name + label, []).append(
+                    (scores["pesq_wb"], scores["stoi"], scores["si_sdr"])
+                )
             if system is codec:
                 reference, decoded = ref, est
         torch.manual_seed(0)
@@ -84,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
             scores = scorer.score(reference[:n], out[:n])
             quality.setdefault(name, []).append((scores["pesq_wb"], scores["stoi"]))
 
-    edges = BAND_EDGES_HZ
     print(f"Log-spectral distance, dB, mean over {len(clips)} clips (speech frames):\n")
     print(
         "| system | "
@@ -99,6 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in quality.items():
         p, s = np.mean(rows, axis=0)
         print(f"| {name} | {p:.2f} | {s:.3f} |")
+    print("\nSpectral convergence on linear magnitudes, pooled over the clips:\n")
+    print(
+        "| system | "
+        + " | ".join(f"{a / 1000:g}-{b / 1000:g} kHz" for a, b in zip(edges, edges[1:]))
+        + " |"
+    )
+    print("|---|" + "---:|" * (len(edges) - 1))
+    for name, sums in convergence.items():
+        print(f"| {name} | " + " | ".join(f"{(e / x) ** 0.5:.2f}" for e, x in sums) + " |")
+    print("\n| output | PESQ-wb | STOI | SI-SDR dB |\n|---|---:|---:|---:|")
+    for name, rows in swaps.items():
+        p, s, d = (np.mean([r[i] for r in rows if r[i] is not None]) for i in range(3))
+        print(f"| {name} | {p:.2f} | {s:.3f} | {d:.2f} |")
     return 0
 
 
