@@ -195,8 +195,9 @@ def _shipped_codecs() -> list:
 
 @pytest.mark.parametrize("weights", _shipped_codecs(), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_each_shipped_prior_counts_its_codecs_codes(weights):
-    # Every shipped codec (the default, the one the TTS speaks, the phase-trained
-    # alternative) comes with the prior of its own codes, which `load` checks.
+    # Every shipped codec (the default, the one the TTS speaks, the phase- and
+    # spectrum-trained alternatives) comes with the prior of its own codes, which `load`
+    # checks.
     codec = C.load(weights)  # refuses a prior of another codec's codes
     assert codec.prior is not None and codec.prior.codes_of & codec.same_codes
     assert (codec.prior.n_codebooks, codec.prior.cardinality) == (
