@@ -121,13 +121,14 @@ def main(argv: list[str] | None = None) -> int:
             scores = scorer.score(reference[:n], out[:n])
             quality.setdefault(name, []).append((scores["pesq_wb"], scores["stoi"]))
 
-    print(f"Log-spectral distance, dB, mean over {len(clips)} clips (speech frames):\n")
-    print(
+    band_header = (
         "| system | "
         + " | ".join(f"{a / 1000:g}-{b / 1000:g} kHz" for a, b in zip(edges, edges[1:]))
-        + " |"
+        + " |\n|---|"
+        + "---:|" * (len(edges) - 1)
     )
-    print("|---|" + "---:|" * (len(edges) - 1))
+    print(f"Log-spectral distance, dB, mean over {len(clips)} clips (speech frames):\n")
+    print(band_header)
     for name, rows in bands.items():
         if rows:
             print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in np.mean(rows, axis=0)) + " |")
@@ -136,12 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         p, s = np.mean(rows, axis=0)
         print(f"| {name} | {p:.2f} | {s:.3f} |")
     print("\nSpectral convergence on linear magnitudes, pooled over the clips:\n")
-    print(
-        "| system | "
-        + " | ".join(f"{a / 1000:g}-{b / 1000:g} kHz" for a, b in zip(edges, edges[1:]))
-        + " |"
-    )
-    print("|---|" + "---:|" * (len(edges) - 1))
+    print(band_header)
     for name, sums in convergence.items():
         print(f"| {name} | " + " | ".join(f"{(e / x) ** 0.5:.2f}" for e, x in sums) + " |")
     print("\n| output | PESQ-wb | STOI | SI-SDR dB |\n|---|---:|---:|---:|")

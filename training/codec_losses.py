@@ -8,7 +8,7 @@ terms summed over discriminators. EnCodec's gradient balancer is available as an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -107,6 +107,20 @@ def multiscale_mel_loss(
     return total
 
 
+def _paired_spectra(
+    fake: torch.Tensor, real: torch.Tensor, n_ffts: Sequence[int]
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(n_fft, STFT of fake and real stacked: (2B, bins, frames)) per size, hop n/4, each
+    item's mean removed first. fake, real: (B, 1, T) or (B, T)."""
+    fake = fake.reshape(fake.shape[0], -1).float()
+    real = real.reshape(real.shape[0], -1).float()
+    both = torch.cat([fake, real])
+    both = both - both.mean(dim=-1, keepdim=True)
+    for n_fft in n_ffts:
+        window = torch.hann_window(n_fft, device=both.device)
+        yield n_fft, torch.stft(both, n_fft, n_fft // 4, window=window, return_complex=True)
+
+
 def compressed_spectrum_loss(
     fake: torch.Tensor,
     real: torch.Tensor,
@@ -130,16 +144,8 @@ def compressed_spectrum_loss(
     """
     if max_hz is not None and sample_rate is None:
         raise ValueError("max_hz needs the sample_rate")
-    fake = fake.reshape(fake.shape[0], -1).float()
-    real = real.reshape(real.shape[0], -1).float()
-    fake = fake - fake.mean(dim=-1, keepdim=True)
-    real = real - real.mean(dim=-1, keepdim=True)
     total = fake.new_zeros(())
-    for n_fft in n_ffts:
-        window = torch.hann_window(n_fft, device=fake.device)
-        both = torch.stft(
-            torch.cat([fake, real]), n_fft, n_fft // 4, window=window, return_complex=True
-        )  # (2B, bins, frames)
+    for n_fft, both in _paired_spectra(fake, real, n_ffts):
         if max_hz is not None:
             both = both[:, : int(max_hz * n_fft / sample_rate) + 1]
         scale = (both.real.square() + both.imag.square() + eps).pow((power - 1) / 2)
@@ -162,16 +168,8 @@ def spectral_convergence_loss(
     silent crop cannot dominate. Each item's mean is removed first.
     fake, real: (B, 1, T) or (B, T). Zero iff the magnitudes agree at every size.
     """
-    fake = fake.reshape(fake.shape[0], -1).float()
-    real = real.reshape(real.shape[0], -1).float()
-    fake = fake - fake.mean(dim=-1, keepdim=True)
-    real = real - real.mean(dim=-1, keepdim=True)
     total = fake.new_zeros(())
-    for n_fft in n_ffts:
-        window = torch.hann_window(n_fft, device=fake.device)
-        both = torch.stft(
-            torch.cat([fake, real]), n_fft, n_fft // 4, window=window, return_complex=True
-        )
+    for _, both in _paired_spectra(fake, real, n_ffts):
         mag = (both.real.square() + both.imag.square() + eps).sqrt()  # (2B, bins, frames)
         a, b = mag.chunk(2)
         b = b.detach()
