@@ -64,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     griffin_lim = torchaudio.transforms.GriffinLim(n_fft, n_iter=64, hop_length=hop, power=1.0)
     window = torch.hann_window(n_fft)
 
+    def spectrum(x: torch.Tensor) -> torch.Tensor:
+        return torch.stft(x, n_fft, hop, window=window, return_complex=True)
+
     def magnitude(x: torch.Tensor) -> torch.Tensor:
-        return torch.stft(x, n_fft, hop, window=window, return_complex=True).abs()
+        return spectrum(x).abs()
 
     bands: dict[str, list[list[float]]] = {codec.name: [], opus.name: []}
     quality: dict[str, list[tuple[float, float]]] = {}
@@ -75,12 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     freqs = torch.fft.rfftfreq(n_fft, 1 / METRIC_RATE)
     edges = BAND_EDGES_HZ
 
-    def swapped(ref: torch.Tensor, est: torch.Tensor, part: str, below_hz: float):
-        r = torch.stft(ref, n_fft, hop, window=window, return_complex=True)
-        e = torch.stft(est, n_fft, hop, window=window, return_complex=True)
+    def swapped(r: torch.Tensor, e: torch.Tensor, part: str, below_hz: float, length: int):
+        """The output e (a spectrum) with the original r's magnitude or phase below below_hz."""
         mag, phase = (r.abs(), e.angle()) if part == "magnitude" else (e.abs(), r.angle())
         out = torch.where((freqs < below_hz)[:, None], torch.polar(mag, phase), e)
-        return torch.istft(out, n_fft, hop, window=window, length=len(ref))
+        return torch.istft(out, n_fft, hop, window=window, length=length)
 
     for path in clips:
         wav16 = load_audio(path, METRIC_RATE)[0][0]
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             ref, est, _ = align(wav16, system.transcode(wav16, wav))
             bands[system.name].append(band_distance(ref, est))
-            a, b = magnitude(ref), magnitude(est)
+            r_spec, e_spec = spectrum(ref), spectrum(est)
+            a, b = r_spec.abs(), e_spec.abs()
             per_band = [
                 [float((b[m] - a[m]).square().sum()), float(a[m].square().sum())]
                 for m in ((freqs >= lo) & (freqs < hi) for lo, hi in zip(edges, edges[1:]))
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             for below in (1000, 4000):
                 for part in ("magnitude", "phase"):
                     versions[f", original {part} below {below // 1000} kHz"] = swapped(
-                        ref, est, part, below
+                        r_spec, e_spec, part, below, len(ref)
                     )
             for label, out in versions.items():
                 scores = scorer.score(ref, out)
