@@ -17,7 +17,12 @@ On held-out real clips (the same selection as `vocalis eval codec`), scored at 1
 4. swaps, for the codec and for Opus: PESQ-wb, STOI and SI-SDR of the output with its
    magnitudes below 1 kHz (then 4 kHz) replaced by the original's, its own phase kept, and
    with its phase there replaced by the original's, its own magnitudes kept. What a swap
-   gains is what that part of that band costs the system.
+   gains is what that part of that band costs the system;
+5. waveform coherence per band, |sum conj(R) D| / (||R|| ||D||) over the whole clip's
+   spectrum (R the original's, D the output's), mean and lowest over the clips, and each
+   system's per-clip SI-SDR: 1 where the output is the original's waveform in that band up
+   to a gain, 0 where its phase has nothing of the original's. SI-SDR is an energy-weighted
+   mix of these, so this says in which bands, and on which clips, it is lost.
 
 A diagnostic for whoever trains the codec, not a test.
 """
@@ -74,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     quality: dict[str, list[tuple[float, float]]] = {}
     convergence: dict[str, np.ndarray] = {}  # name -> per band (error energy, signal energy)
     swaps: dict[str, list[tuple[float, float, float]]] = {}
+    coherence: dict[str, list[list[float]]] = {codec.name: [], opus.name: []}
+    clip_si_sdr: dict[str, list[float]] = {codec.name: [], opus.name: []}
+    fine_edges = (0, 150, 300, 500, 1000, 2000, 4000, 8000)
     scorer = Scorer(use_visqol=False)
     freqs = torch.fft.rfftfreq(n_fft, 1 / METRIC_RATE)
     edges = BAND_EDGES_HZ
@@ -100,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 for m in ((freqs >= lo) & (freqs < hi) for lo, hi in zip(edges, edges[1:]))
             ]
             convergence[system.name] = convergence.get(system.name, 0) + np.array(per_band)
+            coherence[system.name].append(band_coherence(ref, est, fine_edges))
             versions = {"": est}
             for below in (1000, 4000):
                 for part in ("magnitude", "phase"):
@@ -111,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 swaps.setdefault(system.name + label, []).append(
                     (scores["pesq_wb"], scores["stoi"], scores["si_sdr"])
                 )
+            clip_si_sdr[system.name].append(swaps[system.name][-1][2])
             if system is codec:
                 reference, decoded = ref, est
         torch.manual_seed(0)
@@ -124,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
             scores = scorer.score(reference[:n], out[:n])
             quality.setdefault(name, []).append((scores["pesq_wb"], scores["stoi"]))
 
-    band_header = (
-        "| system | "
-        + " | ".join(f"{a / 1000:g}-{b / 1000:g} kHz" for a, b in zip(edges, edges[1:]))
-        + " |\n|---|"
-        + "---:|" * (len(edges) - 1)
-    )
+    def header(edges: tuple[int, ...], extra: str = "") -> str:
+        cells = [f"{a / 1000:g}-{b / 1000:g} kHz" for a, b in zip(edges, edges[1:])]
+        cells += [extra] if extra else []
+        return "| system | " + " | ".join(cells) + " |\n|---|" + "---:|" * len(cells)
+
+    band_header = header(edges)
     print(f"Log-spectral distance, dB, mean over {len(clips)} clips (speech frames):\n")
     print(band_header)
     for name, rows in bands.items():
@@ -147,7 +157,30 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in swaps.items():
         p, s, d = (np.mean([r[i] for r in rows if r[i] is not None]) for i in range(3))
         print(f"| {name} | {p:.2f} | {s:.3f} | {d:.2f} |")
+    print("\nWaveform coherence per band, mean (lowest) over the clips; per-clip SI-SDR dB:\n")
+    print(header(fine_edges, "SI-SDR min / median / max"))
+    for name, rows in coherence.items():
+        if rows:
+            cells = [f"{m:.2f} ({lo:.2f})" for m, lo in zip(np.mean(rows, 0), np.min(rows, 0))]
+            d = clip_si_sdr[name]
+            cells.append(f"{min(d):.1f} / {np.median(d):.1f} / {max(d):.1f}")
+            print(f"| {name} | " + " | ".join(cells) + " |")
     return 0
+
+
+def band_coherence(ref: torch.Tensor, est: torch.Tensor, edges: tuple[int, ...]) -> list[float]:
+    """Per band, |sum conj(R) D| / (||R|| ||D||) of the two clips' spectra at METRIC_RATE:
+    the correlation of the waveforms in that band, whatever the output's gain there."""
+    from codec.evaluate import METRIC_RATE
+
+    r, d = torch.fft.rfft(ref.double()), torch.fft.rfft(est.double())
+    freqs = torch.fft.rfftfreq(len(ref), 1 / METRIC_RATE)
+    out = []
+    for lo, hi in zip(edges, edges[1:]):
+        m = (freqs >= lo) & (freqs < hi)
+        norm = r[m].abs().square().sum().sqrt() * d[m].abs().square().sum().sqrt()
+        out.append(float((r[m].conj() * d[m]).sum().abs() / (norm + 1e-20)))
+    return out
 
 
 if __name__ == "__main__":
