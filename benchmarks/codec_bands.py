@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         METRIC_RATE,
         Scorer,
         align,
+        band_coherence,
         band_distance,
         codec_systems,
         opus_system,
@@ -166,21 +167,6 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{min(d):.1f} / {np.median(d):.1f} / {max(d):.1f}")
             print(f"| {name} | " + " | ".join(cells) + " |")
     return 0
-
-
-def band_coherence(ref: torch.Tensor, est: torch.Tensor, edges: tuple[int, ...]) -> list[float]:
-    """Per band, |sum conj(R) D| / (||R|| ||D||) of the two clips' spectra at METRIC_RATE:
-    the correlation of the waveforms in that band, whatever the output's gain there."""
-    from codec.evaluate import METRIC_RATE
-
-    r, d = torch.fft.rfft(ref.double()), torch.fft.rfft(est.double())
-    freqs = torch.fft.rfftfreq(len(ref), 1 / METRIC_RATE)
-    out = []
-    for lo, hi in zip(edges, edges[1:]):
-        m = (freqs >= lo) & (freqs < hi)
-        norm = r[m].abs().square().sum().sqrt() * d[m].abs().square().sum().sqrt()
-        out.append(float((r[m].conj() * d[m]).sum().abs() / (norm + 1e-20)))
-    return out
 
 
 if __name__ == "__main__":

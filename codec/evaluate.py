@@ -103,6 +103,27 @@ def band_distance(
     return out
 
 
+def band_coherence(
+    reference: torch.Tensor,
+    estimate: torch.Tensor,
+    edges: Sequence[float] = BAND_EDGES_HZ,
+    rate: int = METRIC_RATE,
+) -> list[float]:
+    """Waveform coherence per frequency band: |sum conj(R) E| / (||R|| ||E||) over the bins
+    of the whole clip's spectrum in [edges[i], edges[i + 1]). 1 where the estimate is the
+    reference's waveform in that band up to a gain, near 0 where its phase keeps nothing of
+    the reference's whatever its magnitudes. SI-SDR mixes these by the bands' energy, so
+    this says in which bands a codec loses it. reference, estimate: aligned (T,) at `rate`."""
+    r, e = torch.fft.rfft(reference.double()), torch.fft.rfft(estimate.double())
+    freqs = torch.fft.rfftfreq(len(reference), 1 / rate, dtype=torch.float64)
+    out = []
+    for lo, hi in zip(edges, edges[1:]):
+        rows = (freqs >= lo) & (freqs < hi)
+        norm = r[rows].abs().square().sum().sqrt() * e[rows].abs().square().sum().sqrt()
+        out.append(float((r[rows].conj() * e[rows]).sum().abs() / norm) if norm > 0 else 0.0)
+    return out
+
+
 def align(reference: torch.Tensor, estimate: torch.Tensor, rate: int = METRIC_RATE):
     """Shift `estimate` by its delay against `reference` (|lag| <= MAX_LAG_SECONDS) and cut
     both to a common length. Returns (reference, estimate, lag in samples; > 0 = estimate late).

@@ -15,6 +15,7 @@ from codec.evaluate import (
     METRICS,
     Scorer,
     align,
+    band_coherence,
     band_distance,
     codec2_system,
     codec_systems,
@@ -69,6 +70,20 @@ def test_band_distance_says_which_band_is_lost():
     assert max(below[:-1]) < 1.0 and above > 20.0  # the 2-4 kHz band holds the filter edge
     half = band_distance(x, 0.5 * x)  # -6.02 dB everywhere
     assert half == pytest.approx([20 * math.log10(2)] * len(half), abs=0.01)
+
+
+def test_band_coherence_sees_phase_not_gain():
+    g = torch.Generator().manual_seed(2)
+    x = _speechlike() + 0.02 * torch.randn(16000, generator=g)
+    assert band_coherence(x, 0.3 * x) == pytest.approx([1.0] * (len(BAND_EDGES_HZ) - 1))
+    spec = torch.fft.rfft(x)
+    freqs = torch.fft.rfftfreq(x.shape[0], 1 / 16000)
+    band = (freqs >= 500) & (freqs < 1000)
+    angle = 2 * math.pi * torch.rand(int(band.sum()), generator=g, dtype=torch.float64)
+    spec[band] = spec[band] * torch.polar(torch.ones_like(angle), angle).to(spec.dtype)
+    scrambled = torch.fft.irfft(spec, x.shape[0])  # the same magnitudes, random phase there
+    low, mid, *rest = band_coherence(x, scrambled)
+    assert low == pytest.approx(1.0) and min(rest) == pytest.approx(1.0) and mid < 0.2
 
 
 def test_scorer_on_a_copy_and_on_noise():
