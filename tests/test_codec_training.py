@@ -334,6 +334,18 @@ def test_crop_dataset_is_seeded_per_item_and_epoch(tmp_path):
     assert collate_crops([data[k] for k in batch]).shape == (2, 1, 800)
 
 
+def test_crop_speed_moves_the_pitch_and_keeps_the_length(tmp_path):
+    utts = _write_clips(tmp_path, n=1, seconds=1.0, rate=16000)  # a 150 Hz sine
+    quiet = dict(sample_rate=RATE, crop_seconds=0.5, gain_db=0.0, noise_prob=0.0)
+    for speed, hz in [((1.0, 1.0), 150.0), ((1.2, 1.2), 180.0), ((0.8, 0.8), 120.0)]:
+        crop = CropDataset(utts, CropConfig(**quiet, speed=speed))[(0, 0)]
+        assert crop.shape == (1, 4000)
+        peak = torch.fft.rfft(crop[0]).abs().argmax().item() * RATE / crop.shape[-1]
+        assert abs(peak - hz) <= 2.0, (speed, peak)
+    with pytest.raises(ValueError, match="speed"):
+        CropConfig(speed=(1.1, 0.9))
+
+
 # ---------------------------------------------------------------------------------------
 # CodecTask through the real trainer
 

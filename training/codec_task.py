@@ -56,6 +56,9 @@ class CropConfig:
     peak: float = 0.99  # lower the gain if a sample would exceed this
     noise_prob: float = 0.3  # chance of adding white noise to a crop
     noise_dbfs: tuple[float, float] = (-70.0, -50.0)  # noise RMS range, dB full scale
+    # each crop played at a factor drawn in this range (in twentieths): pitch and formants
+    # move together, as if another speaker with the same glottal pulse shape had spoken
+    speed: tuple[float, float] = (1.0, 1.0)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -65,6 +68,8 @@ class CropConfig:
             raise ValueError("gain_db must be >= 0 and noise_prob in [0, 1]")
         if self.noise_dbfs[0] > self.noise_dbfs[1]:
             raise ValueError(f"noise_dbfs must be (low, high), got {self.noise_dbfs}")
+        if not 0.5 <= self.speed[0] <= self.speed[1] <= 2.0:
+            raise ValueError(f"speed must be a range within [0.5, 2], got {self.speed}")
 
     @property
     def crop_samples(self) -> int:
@@ -94,7 +99,14 @@ class CropDataset(Dataset):
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, epoch, index])
         wav, rate = load_audio(self.utterances[index].audio)  # (1, T_src) at the file's rate
-        crop = _random_crop(wav, rate, cfg.sample_rate, cfg.crop_samples, rng)  # (1, T)
+        steps = 20  # the speed in twentieths (short resampling filters)
+        if cfg.speed != (1.0, 1.0):  # off: no draw, so older configs see the same crops
+            steps = round(rng.uniform(*cfg.speed) * 20)
+        length = math.ceil(cfg.crop_samples * steps / 20)
+        crop = _random_crop(wav, rate, cfg.sample_rate, length, rng)  # (1, length)
+        if steps != 20:  # heard at steps/20 times the speed
+            crop = resample(crop, steps, 20)[:, : cfg.crop_samples]
+            crop = torch.nn.functional.pad(crop, (0, cfg.crop_samples - crop.shape[-1]))
         gain = 10.0 ** (rng.uniform(-cfg.gain_db, cfg.gain_db) / 20.0)
         peak = float(crop.abs().max())
         if peak * gain > cfg.peak:
