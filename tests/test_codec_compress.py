@@ -273,6 +273,7 @@ def test_a_file_finds_the_shipped_codec_that_made_it(tmp_path, monkeypatch, caps
     import functools
 
     from codec.model import find_codec
+    from codec.prior import CodePrior, prior_path
     from core.checkpoint import weights_sha256
 
     root = tmp_path / "models"
@@ -289,6 +290,9 @@ def test_a_file_finds_the_shipped_codec_that_made_it(tmp_path, monkeypatch, caps
     assert find_codec("cd" * 32, root) is None
 
     monkeypatch.setattr(C, "find_codec", functools.partial(find_codec, root=root))
+    # the old codec range-codes with its own prior, which `info` must find without --model
+    flat = np.ones((TINY.n_codebooks, TINY.codebook_size))
+    CodePrior.fit(flat, [weights_sha256(old)]).save(prior_path(old))
     save_audio(tmp_path / "a.wav", noise(1, 8000), 16000)
     vcd, back = tmp_path / "a.vcd", tmp_path / "b.wav"
     args = ["compress", str(tmp_path / "a.wav"), "-o", str(vcd), "--model", str(old)]
@@ -297,3 +301,6 @@ def test_a_file_finds_the_shipped_codec_that_made_it(tmp_path, monkeypatch, caps
     assert C.shipped_codec_for("-") is None and C.shipped_codec_for(tmp_path / "a.wav") is None
     assert main(["decompress", str(vcd), "-o", str(back), "-q"]) == 0
     assert load_audio(back)[0].shape == (1, 8000)
+    capsys.readouterr()
+    assert main(["info", str(vcd)]) == 0
+    assert "coding range from code prior" in capsys.readouterr().out

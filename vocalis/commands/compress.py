@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         default=None,
         help="codec checkpoint whose code prior (<stem>.prior.json) reads range-coded files "
-        "(default: the shipped one); the model itself is not loaded",
+        "(default: the shipped codec that made each file); the model itself is not loaded",
     )
     info.set_defaults(handler=run_info)
 
@@ -89,13 +89,18 @@ def run_decompress(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from codec.compress import info, load_prior
+    from codec.compress import info, load_prior, shipped_codec_for
     from codec.model import SHIPPED_CHECKPOINT
     from core.checkpoint import checkpoint_paths
 
-    prior = load_prior(checkpoint_paths(args.model or SHIPPED_CHECKPOINT)[0])
+    priors = {}  # weights path -> its code prior (or None), each read once
     for path in args.files:
-        header, chunks, size = info(path, prior)
+        # as decompress: without --model, the shipped codec that made the file
+        model = args.model or shipped_codec_for(path) or SHIPPED_CHECKPOINT
+        weights = checkpoint_paths(model)[0]
+        if weights not in priors:
+            priors[weights] = load_prior(weights)
+        header, chunks, size = info(path, priors[weights])
         seconds = header.original_length / header.original_sample_rate
         kbps = 8 * size / seconds / 1000 if seconds else 0.0
         lufs = "unknown" if header.loudness is None else f"{header.loudness:.1f} LUFS"
