@@ -342,6 +342,10 @@ def test_crop_speed_moves_the_pitch_and_keeps_the_length(tmp_path):
         assert crop.shape == (1, 4000)
         peak = torch.fft.rfft(crop[0]).abs().argmax().item() * RATE / crop.shape[-1]
         assert abs(peak - hz) <= 2.0, (speed, peak)
+    # a config's JSON list [1, 1] is off as the default is: no draw, the same crop
+    as_json = CropDataset(utts, CropConfig(**quiet, speed=[1.0, 1.0], noise_dbfs=[-60, -50]))
+    default = CropDataset(utts, CropConfig(**quiet, noise_dbfs=(-60, -50)))
+    assert torch.equal(as_json[(0, 3)], default[(0, 3)])
     with pytest.raises(ValueError, match="speed"):
         CropConfig(speed=(1.1, 0.9))
 

@@ -100,7 +100,7 @@ class CropDataset(Dataset):
         rng = np.random.default_rng([cfg.seed, epoch, index])
         wav, rate = load_audio(self.utterances[index].audio)  # (1, T_src) at the file's rate
         steps = 20  # the speed in twentieths (short resampling filters)
-        if cfg.speed != (1.0, 1.0):  # off: no draw, so older configs see the same crops
+        if tuple(cfg.speed) != (1.0, 1.0):  # off: no draw, so older configs see the same crops
             steps = round(rng.uniform(*cfg.speed) * 20)
         length = math.ceil(cfg.crop_samples * steps / 20)
         crop = _random_crop(wav, rate, cfg.sample_rate, length, rng)  # (1, length)
