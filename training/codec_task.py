@@ -48,7 +48,7 @@ from training.trainer import LossOutput, TrainTask, check_freeze
 
 @dataclass(frozen=True)
 class CropConfig:
-    """Fixed-length random crops with gain and noise augmentation."""
+    """Fixed-length random crops with speed, gain and noise augmentation."""
 
     sample_rate: int = 24000
     crop_seconds: float = 1.0
@@ -57,7 +57,7 @@ class CropConfig:
     noise_prob: float = 0.3  # chance of adding white noise to a crop
     noise_dbfs: tuple[float, float] = (-70.0, -50.0)  # noise RMS range, dB full scale
     # each crop played at a factor drawn in this range (in twentieths): pitch and formants
-    # move together, as if another speaker with the same glottal pulse shape had spoken
+    # move together, as if another speaker had read it
     speed: tuple[float, float] = (1.0, 1.0)
     seed: int = 0
 
@@ -79,8 +79,8 @@ class CropConfig:
 class CropDataset(Dataset):
     """One random crop per utterance per epoch, drawn from (seed, epoch, index).
 
-    Items are addressed as `(index, epoch)` (see `EpochBatchSampler`), so the crop, gain and
-    noise of an item depend only on those and the seed: a resumed run, or a run with
+    Items are addressed as `(index, epoch)` (see `EpochBatchSampler`), so the speed, crop,
+    gain and noise of an item depend only on those and the seed: a resumed run, or a run with
     DataLoader workers, sees exactly the same audio. A plain integer index means epoch 0.
     Clips shorter than the crop are zero-padded at the end. Each item is (1, T) float32.
     """
