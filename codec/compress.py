@@ -249,9 +249,16 @@ def _parse_for(data: bytes, codec: LoadedCodec) -> ParsedFile:
 
 def _check_model(header: Header, codec: LoadedCodec) -> None:
     if header.model.id != codec.model_id and header.model.id not in codec.same_codes:
+        shipped = find_codec(header.model.id)
+        hint = (
+            f"decode it with {shipped}"
+            if shipped is not None
+            else "no shipped codec has its codes (an earlier release's weights?); "
+            "decode it with the weights that made it"
+        )
         raise BitstreamError(
             f"file was made with codec model {header.model.id[:12]}..., "
-            f"but the loaded model is {codec.model_id[:12]}...; decode it with that model"
+            f"but the loaded model is {codec.model_id[:12]}...; {hint}"
         )
     if replace(header.model, id=codec.model_id) != codec.info:
         raise BitstreamError("file's codec layout differs from the loaded model's")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,9 +125,14 @@ def test_channels_are_coded_independently():
     np.testing.assert_array_equal(a, b[::-1])
 
 
-def test_files_from_another_model_are_rejected():
+def test_files_from_another_model_are_rejected(monkeypatch):
+    """The error says which shipped codec decodes the file, or that none does (a file
+    made with a codec that a later release replaced)."""
     data = C.compress_audio(noise(1, 2000), 24000, tiny(0), opts())
-    with pytest.raises(BitstreamError, match="made with codec model"):
+    with pytest.raises(BitstreamError, match="made with codec model.*no shipped codec has"):
+        C.decompress_bytes(data, tiny(1))
+    monkeypatch.setattr(C, "find_codec", lambda sha: Path("models/codec/old.safetensors"))
+    with pytest.raises(BitstreamError, match="decode it with models/codec/old.safetensors"):
         C.decompress_bytes(data, tiny(1))
 
 
