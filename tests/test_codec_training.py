@@ -512,6 +512,11 @@ def test_vocalis_train_codec_init_starts_from_a_model(tmp_path, capsys):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in floats)
     assert not all(torch.allclose(a[k], c[k], atol=1e-6) for k in floats)
     capsys.readouterr()
+    # Run again into a folder that has checkpoints: it resumes, and says --init is unused.
+    assert main([*slow, "--out", str(tmp_path / "c"), "--init", str(first)]) == 0
+    assert "so --init" in capsys.readouterr().err
+    c2 = load_codec(tmp_path / "c" / "model").state_dict()
+    assert not all(torch.allclose(a[k], c2[k], atol=1e-6) for k in floats)
     bad = tmp_path / "other.json"
     config["codec"]["latent_dim"] = 8
     bad.write_text(json.dumps(config))

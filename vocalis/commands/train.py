@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import types
 import typing
 from pathlib import Path
@@ -378,6 +379,19 @@ def _export_or_fit(trainer, args: argparse.Namespace):
             raise VocalisError(str(e)) from None
         print(f"exported step {trainer.step} to {path}")
         return None
+    init = getattr(args, "init", None)
+    if init is not None and not args.no_resume and trainer.dist.is_main:
+        from training.state import latest_checkpoint
+
+        # A rerun of an --init command after a crash should resume, but a folder left by
+        # another run would silently replace the weights asked for: say which wins.
+        found = latest_checkpoint(trainer.out_dir)
+        if found is not None:
+            print(
+                f"warning: resuming from {found}, so --init {init} is not used "
+                "(--no-resume or another --out starts from it)",
+                file=sys.stderr,
+            )
     return trainer.fit(resume=not args.no_resume)
 
 
