@@ -379,7 +379,7 @@ def _export_or_fit(trainer, args: argparse.Namespace):
             raise VocalisError(str(e)) from None
         print(f"exported step {trainer.step} to {path}")
         return None
-    init = getattr(args, "init", None)
+    init = args.init  # every `train MODEL` command takes --init (_add_run_arguments)
     if init is not None and not args.no_resume and trainer.dist.is_main:
         from training.state import latest_checkpoint
 
