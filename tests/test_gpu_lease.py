@@ -5,9 +5,14 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 import torch
 
+from codec import Codec, CodecDims, load_codec, save_codec
+from core.audio import load_audio
 from core.checkpoint import read_safetensors, save_model
+from tests.helpers.codec import TINY as TINY_CODEC
 from tests.test_tts_valle import TINY
 from tts.valle import VALLE, load_valle
 
@@ -24,14 +29,17 @@ def _script(name):
     return module
 
 
-def test_collect_brings_back_an_fp16_valle_with_its_record_and_the_codec_run(tmp_path):
+def test_collect_brings_back_an_fp16_valle_and_codec_with_their_records(tmp_path):
     valle_run, codec_run, dest = tmp_path / "valle", tmp_path / "codec", tmp_path / "back"
     torch.manual_seed(3)
     model = VALLE(dataclasses.replace(TINY, phoneme_vocab='{"a": 1}'))
     save_model(valle_run / "model", model, model.dims, kind="valle", training={"steps": 7})
     (valle_run / "log.jsonl").write_text('{"step": 7}\n')
-    codec_run.mkdir()
-    (codec_run / "model.safetensors").write_bytes(b"weights")  # copied as they are
+    codec = Codec(CodecDims(**TINY_CODEC.__dict__))
+    with torch.no_grad():
+        for p in codec.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    save_codec(codec_run / "model", codec, training={"steps": 5, "notes": "lease"})
     _script("collect").main(str(valle_run), str(codec_run), str(dest))
 
     back = load_valle(dest / "valle.safetensors")
@@ -43,7 +51,17 @@ def test_collect_brings_back_an_fp16_valle_with_its_record_and_the_codec_run(tmp
     meta = json.loads((dest / "valle.json").read_text())
     assert meta["training"]["steps"] == 7
     assert (dest / "valle_log.jsonl").read_text() == '{"step": 7}\n'
-    assert (dest / "codec_model.safetensors").read_bytes() == b"weights"
+    # the codec in fp16 too (fp32 the 22 M-parameter codec is 88 MB, over the 64 MB that
+    # comes back), its metadata unchanged
+    stored = read_safetensors(dest / "codec_model.safetensors")[1]
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    codec_back = load_codec(dest / "codec_model.safetensors")
+    assert codec_back.dims == codec.dims
+    for name, value in codec.state_dict().items():
+        if value.is_floating_point():
+            assert torch.equal(codec_back.state_dict()[name], value.half().float()), name
+    codec_meta = json.loads((dest / "codec_model.json").read_text())
+    assert codec_meta["training"] == {"steps": 5, "notes": "lease"}
 
 
 def test_int8_transport_halves_the_bytes_and_unpacks_to_a_loadable_checkpoint(tmp_path, capsys):
@@ -79,3 +97,42 @@ def test_int8_transport_halves_the_bytes_and_unpacks_to_a_loadable_checkpoint(tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not an int8 transport file" in err[0]
     assert transport.main(["pack", str(tmp_path / "none"), str(tmp_path / "y")]) == 2
+
+
+def test_decode_turns_the_opus_set_into_wav_manifests_per_source(tmp_path):
+    """prepare.py --codec-opus carries Ogg Opus; decode.py on the device writes 16-bit WAV
+    and one manifest per source, with the durations and rates of the decoded audio."""
+    t = np.arange(16000 * 2) / 16000
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    (tmp_path / "codec_opus").mkdir()
+    rows = []
+    for i, (source, rate) in enumerate([("ljspeech", 24000), ("librispeech", 16000)]):
+        wav = np.interp(np.arange(2 * rate) / rate, t, tone).astype(np.float32)
+        sf.write(tmp_path / f"codec_opus/u{i}.opus", wav, rate, format="OGG", subtype="OPUS")
+        rows.append(
+            {
+                "id": f"u{i}",
+                "audio": f"codec_opus/u{i}.opus",
+                "duration": 2.0,
+                "sample_rate": rate,
+                "speaker": f"{source}/s",
+                "source": source,
+                "split": "train",
+            }  # fmt: skip
+        )
+    (tmp_path / "codec_opus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from training.gpu_lease import decode  # imported, so the process pool can pickle it
+
+    decode.main(str(tmp_path))
+
+    for i, (source, rate) in enumerate([("ljspeech", 24000), ("librispeech", 16000)]):
+        (row,) = [json.loads(x) for x in (tmp_path / f"codec_full_{source}.jsonl").open()]
+        assert row["audio"] == f"codec_wav/u{i}.wav" and row["source"] == source
+        assert sf.info(tmp_path / row["audio"]).subtype == "PCM_16"
+        wav, got_rate = load_audio(tmp_path / row["audio"])
+        assert got_rate == row["sample_rate"] == rate
+        assert (
+            abs(row["duration"] - 2.0) < 0.05 and abs(wav.shape[-1] / rate - row["duration"]) < 1e-3
+        )
+        mid = wav[0, rate // 2 : rate]  # the tone survives the trip (past Opus's pre-skip)
+        assert 0.15 < float(mid.pow(2).mean().sqrt()) < 0.25  # RMS of a 0.3 sine: 0.21

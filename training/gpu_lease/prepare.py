@@ -1,6 +1,7 @@
 """Build the data a lent GPU needs into .lease/ (ignored by git): at most ~64 MB travel.
 
     python training/gpu_lease/prepare.py --pack synth=PACK_DIR --pack ljspeech=PACK_DIR
+    python training/gpu_lease/prepare.py --codec-opus 40      # a codec-only lease
 
 - `data.tar.xz`: the VALL-E token packs (`vocalis data pack`; NAME=DIR unpacks as
   packs/NAME) and a small codec training set
@@ -8,6 +9,11 @@
   rate, with a manifest), to unpack into $VOCALIS_DATA on the device;
 - `phonemes.json`: the pack's transcripts in IPA, so the device (no espeak-ng) never
   phonemizes;
+- with `--codec-opus KBPS`, instead of the excerpts: every training-split clip of the two
+  real-speech imports, whole, in Ogg Opus at KBPS (55 min in 16.3 MB at 40 kbps, where
+  FLAC carries 12 min), manifest `codec_opus.jsonl`; `decode.py` turns it back into WAV on
+  the device (`codec_full_SOURCE.jsonl`). The codec learns from Opus's output, which at 40 kbps is
+  far above what it reaches itself at 6 kbps;
 - with `--valle-init CKPT`, `valle_init.q8.safetensors`: that VALL-E in int8 (`transport.py`),
   for `VALLE_INIT=.lease/valle_init.q8.safetensors` (then move `models/tts/valle.*` out of
   the checkout for the call: the int8 copy is what travels).
@@ -83,12 +89,46 @@ def codec_set(out: Path, budget_mb: float, seed: int = 0) -> dict:
     return {"utterances": len(rows), "minutes": seconds / 60}
 
 
+def codec_set_opus(out: Path, kbps: float) -> dict:
+    """Every training-split clip of the real-speech imports, whole, in Ogg Opus (ffmpeg
+    libopus). LibriSpeech keeps 16 kHz; LJ Speech's 22.05 kHz goes to 24 kHz, a rate Opus
+    takes."""
+    data = default_data_root()
+    rows, seconds = [], 0.0
+    for manifest in ("imports/librispeech.jsonl", "imports/ljspeech.jsonl"):
+        for u in read_manifest(data / manifest):
+            if u.split != "train":
+                continue
+            rate = u.sample_rate if u.sample_rate in (8000, 12000, 16000, 24000, 48000) else 24000
+            name = f"codec_opus/{u.id}.opus"
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            cmd = ["ffmpeg", "-v", "error", "-y", "-i", u.audio, "-ac", "1", "-ar", str(rate)]
+            cmd += [
+                "-c:a",
+                "libopus",
+                "-b:a",
+                f"{kbps:g}k",
+                "-application",
+                "audio",
+                str(out / name),
+            ]
+            subprocess.run(cmd, check=True)
+            seconds += u.duration
+            row = {"id": u.id, "audio": name, "duration": u.duration, "sample_rate": rate}
+            rows.append({**row, "speaker": u.speaker, "source": u.source, "split": "train"})
+    with open(out / "codec_opus.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return {"utterances": len(rows), "minutes": seconds / 60}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--pack", action="append", required=True, help="NAME=DIR: a token pack (vocalis data pack)"
+        "--pack", action="append", default=[], help="NAME=DIR: a token pack (vocalis data pack)"
     )
     p.add_argument("--codec-mb", type=float, default=18.0, help="FLAC budget of the codec set")
+    p.add_argument("--codec-opus", type=float, default=None, help="KBPS: the Opus set instead")
     p.add_argument("--valle-init", default=None, help="a VALL-E checkpoint to carry in int8")
     args = p.parse_args()
     lease = ROOT / ".lease"
@@ -100,8 +140,12 @@ def main() -> None:
         name, _, folder = entry.partition("=")
         shutil.copytree(folder, stage / "packs" / name)
         texts += [u.text for u in read_token_pack(folder).utterances if u.text]
-    print("codec set:", codec_set(stage, args.codec_mb))
-    load_phonemes(texts, lease / "phonemes.json", phonemize_transcripts)
+    if args.codec_opus:
+        print("codec set:", codec_set_opus(stage, args.codec_opus))
+    else:
+        print("codec set:", codec_set(stage, args.codec_mb))
+    if texts:
+        load_phonemes(texts, lease / "phonemes.json", phonemize_transcripts)
     subprocess.run(["tar", "-cJf", str(lease / "data.tar.xz"), "-C", str(stage), "."], check=True)
     shutil.rmtree(stage)
     if args.valle_init:

@@ -7,6 +7,7 @@
 # Environment: JOBS ("valle codec", or one of them), VALLE_CONFIG, CODEC_CONFIG, VALLE_INIT
 # (continue from a VALL-E checkpoint, e.g. models/tts/valle.safetensors, or its int8 transport
 # copy .lease/valle_init.q8.safetensors from prepare.py --valle-init), CODEC_INIT.
+# A job still running a minute past MINUTES is stopped, and its newest checkpoint exported.
 set -u
 MIN=${1:-7}
 OUT=${OUT:-/tmp/lease_out}
@@ -19,7 +20,11 @@ export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export VOCALIS_DATA=/tmp/vdata RUNS=/tmp/lease_runs
 mkdir -p "$VOCALIS_DATA" "$RUNS/valle" "$RUNS/codec"
 tar -xJf .lease/data.tar.xz -C "$VOCALIS_DATA" || exit 2
-cp .lease/phonemes.json "$RUNS/valle/"
+[ -f .lease/phonemes.json ] && cp .lease/phonemes.json "$RUNS/valle/"
+if [ -f "$VOCALIS_DATA/codec_opus.jsonl" ]; then  # prepare.py --codec-opus: back to WAV
+  python3 training/gpu_lease/decode.py "$VOCALIS_DATA" || exit 2
+fi
+GUARD=$(python3 -c "print(int(float('$MIN') * 60 + 60))")
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 
@@ -30,12 +35,12 @@ fi
 JOBS=${JOBS:-valle codec}  # either or both
 V= C=
 if [[ " $JOBS " == *" valle "* ]]; then
-  python3 -m vocalis train valle --config "${VALLE_CONFIG:-training/configs/valle_lease.json}" \
+  timeout "$GUARD" python3 -m vocalis train valle --config "${VALLE_CONFIG:-training/configs/valle_lease.json}" \
     --out "$RUNS/valle" --minutes "$MIN" ${VALLE_INIT:+--init "$VALLE_INIT"} >"$OUT/valle.log" 2>&1 &
   V=$!
 fi
 if [[ " $JOBS " == *" codec "* ]]; then
-  python3 -m vocalis train codec --config "${CODEC_CONFIG:-training/configs/codec_istft_gan_lease.json}" \
+  timeout "$GUARD" python3 -m vocalis train codec --config "${CODEC_CONFIG:-training/configs/codec_istft_gan_lease.json}" \
     --init "${CODEC_INIT:-models/codec/codec.safetensors}" --out "$RUNS/codec" --minutes "$MIN" \
     >"$OUT/codec.log" 2>&1 &
   C=$!
@@ -63,6 +68,13 @@ while { [ -n "$V" ] && kill -0 "$V" 2>/dev/null; } || { [ -n "$C" ] && kill -0 "
   done
 done
 wait
+for r in valle codec; do  # stopped by the guard: export the newest checkpoint
+  cfg=$([ $r = valle ] && echo "${VALLE_CONFIG:-training/configs/valle_lease.json}" ||
+    echo "${CODEC_CONFIG:-training/configs/codec_istft_gan_lease.json}")
+  if [ -d "$RUNS/$r/checkpoints" ] && [ ! -f "$RUNS/$r/model.safetensors" ]; then
+    python3 -m vocalis train $r --config "$cfg" --out "$RUNS/$r" --export >>"$OUT/$r.log" 2>&1
+  fi
+done
 tail -n 3 "$OUT"/*.log
 python3 training/gpu_lease/collect.py "$RUNS/valle" "$RUNS/codec" /tmp/collect
 (cd /tmp/collect && ls -l && tar -cf - . | split -b 15M - "$OUT/result.tar.part-")
