@@ -9,12 +9,14 @@ config can weight them as the CPU configs weight the imports.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import soundfile as sf
+
+from corpus.manifest import read_manifest, write_manifest
 
 
 def _decode(job: tuple[str, str]) -> tuple[float, int]:
@@ -25,19 +27,19 @@ def _decode(job: tuple[str, str]) -> tuple[float, int]:
 
 
 def main(root: str) -> None:
-    base = Path(root)
-    rows = [json.loads(line) for line in open(base / "codec_opus.jsonl")]
+    base = Path(root).resolve()
+    utts = read_manifest(base / "codec_opus.jsonl")  # audio: absolute paths
     (base / "codec_wav").mkdir(exist_ok=True)
-    jobs = [(str(base / r["audio"]), str(base / "codec_wav" / (r["id"] + ".wav"))) for r in rows]
+    jobs = [(u.audio, str(base / "codec_wav" / f"{u.id}.wav")) for u in utts]
     with ProcessPoolExecutor() as pool:
         done = list(pool.map(_decode, jobs, chunksize=8))
-    by_source: dict[str, list[str]] = {}
-    for r, (seconds, rate) in zip(rows, done):
-        r = {**r, "audio": f"codec_wav/{r['id']}.wav", "duration": seconds, "sample_rate": rate}
-        by_source.setdefault(r["source"], []).append(json.dumps(r) + "\n")
-    for source, lines in by_source.items():
-        (base / f"codec_full_{source}.jsonl").write_text("".join(lines))
-    print(f"decoded {len(rows)} clips, {sum(s for s, _ in done) / 60:.1f} min")
+    by_source: dict[str, list] = {}
+    for u, (_, wav), (seconds, rate) in zip(utts, jobs, done):
+        u = dataclasses.replace(u, audio=wav, duration=seconds, sample_rate=rate)
+        by_source.setdefault(u.source, []).append(u)
+    for source, kept in by_source.items():  # audio relative to the manifest
+        write_manifest(base / f"codec_full_{source}.jsonl", kept)
+    print(f"decoded {len(utts)} clips, {sum(s for s, _ in done) / 60:.1f} min")
 
 
 if __name__ == "__main__":

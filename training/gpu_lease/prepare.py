@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import shutil
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from corpus.manifest import read_manifest
+from corpus.manifest import read_manifest, write_manifest
 from corpus.token_pack import read_token_pack
 from training.valle_data import load_phonemes, phonemize_transcripts
 from vocalis.commands.data import default_data_root
@@ -94,32 +95,20 @@ def codec_set_opus(out: Path, kbps: float) -> dict:
     libopus). LibriSpeech keeps 16 kHz; LJ Speech's 22.05 kHz goes to 24 kHz, a rate Opus
     takes."""
     data = default_data_root()
-    rows, seconds = [], 0.0
+    (out / "codec_opus").mkdir(parents=True, exist_ok=True)
+    kept = []
     for manifest in ("imports/librispeech.jsonl", "imports/ljspeech.jsonl"):
         for u in read_manifest(data / manifest):
             if u.split != "train":
                 continue
             rate = u.sample_rate if u.sample_rate in (8000, 12000, 16000, 24000, 48000) else 24000
-            name = f"codec_opus/{u.id}.opus"
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            dst = (out / "codec_opus" / f"{u.id}.opus").resolve()
             cmd = ["ffmpeg", "-v", "error", "-y", "-i", u.audio, "-ac", "1", "-ar", str(rate)]
-            cmd += [
-                "-c:a",
-                "libopus",
-                "-b:a",
-                f"{kbps:g}k",
-                "-application",
-                "audio",
-                str(out / name),
-            ]
+            cmd += ["-c:a", "libopus", "-b:a", f"{kbps:g}k", "-application", "audio", str(dst)]
             subprocess.run(cmd, check=True)
-            seconds += u.duration
-            row = {"id": u.id, "audio": name, "duration": u.duration, "sample_rate": rate}
-            rows.append({**row, "speaker": u.speaker, "source": u.source, "split": "train"})
-    with open(out / "codec_opus.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    return {"utterances": len(rows), "minutes": seconds / 60}
+            kept.append(dataclasses.replace(u, audio=str(dst), sample_rate=rate))
+    write_manifest(out / "codec_opus.jsonl", kept)  # audio relative to the manifest
+    return {"utterances": len(kept), "minutes": sum(u.duration for u in kept) / 60}
 
 
 def main() -> None:

@@ -33,14 +33,16 @@ if [[ "${VALLE_INIT:-}" == *.q8.safetensors ]]; then  # int8 in transit: back to
   VALLE_INIT=/tmp/valle_init.safetensors
 fi
 JOBS=${JOBS:-valle codec}  # either or both
+VALLE_CONFIG=${VALLE_CONFIG:-training/configs/valle_lease.json}
+CODEC_CONFIG=${CODEC_CONFIG:-training/configs/codec_istft_gan_lease.json}
 V= C=
 if [[ " $JOBS " == *" valle "* ]]; then
-  timeout "$GUARD" python3 -m vocalis train valle --config "${VALLE_CONFIG:-training/configs/valle_lease.json}" \
+  timeout "$GUARD" python3 -m vocalis train valle --config "$VALLE_CONFIG" \
     --out "$RUNS/valle" --minutes "$MIN" ${VALLE_INIT:+--init "$VALLE_INIT"} >"$OUT/valle.log" 2>&1 &
   V=$!
 fi
 if [[ " $JOBS " == *" codec "* ]]; then
-  timeout "$GUARD" python3 -m vocalis train codec --config "${CODEC_CONFIG:-training/configs/codec_istft_gan_lease.json}" \
+  timeout "$GUARD" python3 -m vocalis train codec --config "$CODEC_CONFIG" \
     --init "${CODEC_INIT:-models/codec/codec.safetensors}" --out "$RUNS/codec" --minutes "$MIN" \
     >"$OUT/codec.log" 2>&1 &
   C=$!
@@ -68,11 +70,10 @@ while { [ -n "$V" ] && kill -0 "$V" 2>/dev/null; } || { [ -n "$C" ] && kill -0 "
   done
 done
 wait
-for r in valle codec; do  # stopped by the guard: export the newest checkpoint
-  cfg=$([ $r = valle ] && echo "${VALLE_CONFIG:-training/configs/valle_lease.json}" ||
-    echo "${CODEC_CONFIG:-training/configs/codec_istft_gan_lease.json}")
-  if [ -d "$RUNS/$r/checkpoints" ] && [ ! -f "$RUNS/$r/model.safetensors" ]; then
-    python3 -m vocalis train $r --config "$cfg" --out "$RUNS/$r" --export >>"$OUT/$r.log" 2>&1
+for job in "valle $VALLE_CONFIG" "codec $CODEC_CONFIG"; do  # stopped by the guard:
+  set -- $job                                                  # export the newest checkpoint
+  if [ -d "$RUNS/$1/checkpoints" ] && [ ! -f "$RUNS/$1/model.safetensors" ]; then
+    python3 -m vocalis train "$1" --config "$2" --out "$RUNS/$1" --export >>"$OUT/$1.log" 2>&1
   fi
 done
 tail -n 3 "$OUT"/*.log
