@@ -39,7 +39,7 @@ from codec.bitstream import (
 )
 from codec.chunking import ChunkDecoder, ChunkEncoder, chunk_frames, encode_batch
 from codec.interface import CompressionModel
-from codec.model import SHIPPED_CHECKPOINT, find_codec, load_codec, same_codes
+from codec.model import default_compress_checkpoint, find_codec, load_codec, same_codes
 from codec.prior import CodePrior, prior_path
 from core.audio import (
     AUDIO_SUFFIXES,
@@ -101,8 +101,9 @@ class CompressResult:
 
 
 def load(path: str | os.PathLike | None = None, *, device: str = "cpu") -> LoadedCodec:
-    """A codec checkpoint (default: the shipped one) and the SHA-256 that names it."""
-    weights, _ = checkpoint_paths(path or SHIPPED_CHECKPOINT)
+    """A codec checkpoint (default: the shipped one for compression,
+    `codec.model.COMPRESS_CHECKPOINT`) and the SHA-256 that names it."""
+    weights, _ = checkpoint_paths(path or default_compress_checkpoint())
     if not weights.is_file():
         raise CheckpointError(f"no codec model at '{weights}'; train one or pass --model")
     model_id = weights_sha256(weights)

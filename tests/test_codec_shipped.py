@@ -59,3 +59,16 @@ def test_fewer_codebooks_keep_less_of_it(clip):
         sdrs.append(_scores(wav, rate, C.decompress_bytes(data, codec)[0])[0])
     assert sdrs[0] < sdrs[1] < sdrs[2], sdrs
 
+
+def test_compress_uses_it_by_default_and_decompress_finds_each_codec(clip, tmp_path):
+    # `vocalis compress` without --model writes codec_sisdr's codes; a file made with the
+    # other shipped codec (the TTS's codes) still decompresses without --model.
+    from codec.model import SHIPPED_CHECKPOINT, default_compress_checkpoint
+
+    assert default_compress_checkpoint() == WEIGHTS
+    wav, rate = clip
+    for weights in (None, SHIPPED_CHECKPOINT):
+        codec = C.load(weights)
+        vcd = tmp_path / f"{codec.model_id[:8]}.vcd"
+        vcd.write_bytes(C.compress_audio(wav, rate, codec, C.CompressOptions(kbps=1.5)))
+        assert C.shipped_codec_for(vcd) == (weights or WEIGHTS)

@@ -5,8 +5,8 @@
    the clip with the shared trainer and Schedule-Free AdamW; the loss must fall;
 3. the exported checkpoint reloads to identical outputs;
 4. decoding step by step with the KV cache equals the full causal pass;
-5. with the shipped codec (models/codec/): the clip through a 6 kbps `.vcd` file and back,
-   its size, mel distance to the original and speed;
+5. with the shipped codec for compression (models/codec/codec_sisdr): the clip through a
+   6 kbps `.vcd` file and back, its size, mel distance to the original and speed;
 6. with the shipped recogniser (models/asr/): the shipped example voice (a held-out LJ
    Speech clip) transcribed, its word error rate and speed;
 7. with the shipped TTS (models/tts/): a sentence spoken in the example voice (say.wav),
@@ -186,11 +186,11 @@ def _codec_rows(wav: torch.Tensor, rate: int, source: str, out_dir: Path):
     """Compress the clip to a 6 kbps `.vcd` file with the shipped codec and back."""
     from codec.compress import CompressOptions, compress_audio, decompress_bytes, load
     from codec.evaluate import METRIC_RATE, mel_distance
-    from codec.model import SHIPPED_CHECKPOINT
+    from codec.model import default_compress_checkpoint
     from core.io import write_bytes_atomic
 
-    if not SHIPPED_CHECKPOINT.is_file():
-        return [("codec", f"skipped: no shipped codec at {SHIPPED_CHECKPOINT}", True)]
+    if not (weights := default_compress_checkpoint()).is_file():
+        return [("codec", f"skipped: no shipped codec at {weights}", True)]
     codec = load()
     start = time.perf_counter()
     data = compress_audio(wav, rate, codec, CompressOptions(kbps=6.0))

@@ -46,7 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="codec checkpoint (default: the shipped one)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="codec checkpoint (default: models/codec/codec_sisdr.safetensors; decompress: "
+        "the shipped codec that made the file)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
 
@@ -90,13 +95,13 @@ def run_decompress(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     from codec.compress import info, load_prior, shipped_codec_for
-    from codec.model import SHIPPED_CHECKPOINT
+    from codec.model import default_compress_checkpoint
     from core.checkpoint import checkpoint_paths
 
     priors = {}  # weights path -> its code prior (or None), each read once
     for path in args.files:
         # as decompress: without --model, the shipped codec that made the file
-        model = args.model or shipped_codec_for(path) or SHIPPED_CHECKPOINT
+        model = args.model or shipped_codec_for(path) or default_compress_checkpoint()
         weights = checkpoint_paths(model)[0]
         if weights not in priors:
             priors[weights] = load_prior(weights)
