@@ -38,13 +38,17 @@ class Runner:
     decode: Callable[[object], torch.Tensor]
 
 
-def ours(decoder: str = "conv", encoder: str = "conv", **dims) -> Runner:
+def ours(decoder: str = "conv", encoder: str = "conv", bf16: bool = False, **dims) -> Runner:
     from codec import Codec, CodecDims
 
     model = Codec(CodecDims(decoder=decoder, encoder=encoder, **dims)).eval()
+    model.set_matmul_dtype(torch.bfloat16 if bf16 else None)
     n = next(n for n in range(1, model.num_codebooks + 1) if model.bitrate(n) >= 6000)
     return Runner(
-        f"vocalis Codec, {encoder} encoder, {decoder} decoder ({n} codebooks)",
+        f"vocalis Codec, {encoder} encoder, {decoder} decoder"
+        + (", vector phase" if model.dims.istft_phase == "vector" else "")
+        + (", bf16 1x1 layers" if bf16 else "")
+        + f" ({n} codebooks)",
         sum(p.numel() for p in model.parameters()),
         lambda wav: model.encode(wav, n),
         model.decode,
@@ -88,6 +92,14 @@ BUILDERS = {
     "ours_istft": lambda: ours("istft"),
     # the shipped codec's dims (models/codec/codec.json) since 2026-12-03
     "ours_stft": lambda: ours("istft", "stft", stft_dim=384, stft_hidden=1152),
+    # codec_spectral's and codec_sisdr's (the compress default since 2026-12-04)
+    "ours_vector": lambda: ours(
+        "istft", "stft", stft_dim=384, stft_hidden=1152, istft_phase="vector"
+    ),
+    # the same as `vocalis compress` runs it on a CPU with bf16 units (--precision auto)
+    "ours_vector_bf16": lambda: ours(
+        "istft", "stft", bf16=True, stft_dim=384, stft_hidden=1152, istft_phase="vector"
+    ),
     "encodec": encodec,
     "dac": dac,
 }

@@ -55,7 +55,7 @@ from core.audio import (
     write_audio_blocks,
     write_wav_stream,
 )
-from core.checkpoint import checkpoint_paths, weights_sha256
+from core.checkpoint import checkpoint_paths, inference_dtype, weights_sha256
 from core.errors import AudioError, CheckpointError, VocalisError
 from core.io import atomic_path
 
@@ -100,17 +100,22 @@ class CompressResult:
         return 8 * self.bytes / self.seconds / 1000 if self.seconds else 0.0
 
 
-def load(path: str | os.PathLike | None = None, *, device: str = "cpu") -> LoadedCodec:
+def load(
+    path: str | os.PathLike | None = None, *, device: str = "cpu", precision: str = "auto"
+) -> LoadedCodec:
     """A codec checkpoint (default: the shipped one for compression,
-    `codec.model.COMPRESS_CHECKPOINT`) and the SHA-256 that names it."""
+    `codec.model.COMPRESS_CHECKPOINT`) and the SHA-256 that names it. `precision` "auto"
+    (bf16 where `device` has native bf16 units), "bf16" or "fp32": the dtype of the
+    frame-rate blocks' 1x1 layers (`Codec.set_matmul_dtype`); everything else runs in fp32."""
     weights, _ = checkpoint_paths(path or default_compress_checkpoint())
     if not weights.is_file():
         raise CheckpointError(f"no codec model at '{weights}'; train one or pass --model")
+    dtype = inference_dtype(device, precision)  # checks the name first
     model_id = weights_sha256(weights)
     codes = same_codes(weights, sha256=model_id)
-    return LoadedCodec(
-        load_codec(weights, device=device), model_id, codes, load_prior(weights, codes)
-    )
+    model = load_codec(weights, device=device)
+    model.set_matmul_dtype(dtype)
+    return LoadedCodec(model, model_id, codes, load_prior(weights, codes))
 
 
 def load_prior(weights: str | os.PathLike, codes: frozenset[str] | None = None) -> CodePrior | None:

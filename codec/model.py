@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec.interface import CompressionModel
-from codec.modules import PHASE_HEADS, Decoder, Encoder, IStftDecoder, StftEncoder
+from codec.modules import PHASE_HEADS, Decoder, Encoder, FrameBlock, IStftDecoder, StftEncoder
 from codec.quantize import ResidualVQ
 from core.checkpoint import (
     CheckpointError,
@@ -216,6 +216,15 @@ class Codec(CompressionModel):
 
     def decode_latent(self, latent: Tensor) -> Tensor:  # (B, D, F) -> (B, 1, F * hop)
         return self.decoder(latent)
+
+    def set_matmul_dtype(self, dtype: torch.dtype | None) -> Codec:
+        """Run the frame-rate blocks' 1x1 layers in `dtype` (bf16) at inference, or in fp32
+        (None); the weights, the state dict and training are unchanged. Set it after the
+        weights are loaded: it copies them. See `core.checkpoint.inference_dtype`."""
+        for module in self.modules():
+            if isinstance(module, FrameBlock):
+                module.set_matmul_dtype(dtype)
+        return self
 
     def encode(self, wav: Tensor, n_codebooks: int | None = None) -> Tensor:
         return self.quantizer.encode(self.encode_latent(wav), n_codebooks)  # (B, n, F)

@@ -273,7 +273,13 @@ class Decoder(nn.Module):
 
 class FrameBlock(nn.Module):
     """A ConvNeXt block at the code frame rate (Vocos's backbone, with Snake for GELU):
-    depthwise conv -> layer norm over channels -> 1x1 up -> Snake -> 1x1 down, scaled skip."""
+    depthwise conv -> layer norm over channels -> 1x1 up -> Snake -> 1x1 down, scaled skip.
+
+    `set_matmul_dtype(torch.bfloat16)` runs the two 1x1 layers, most of the block's work, in
+    bf16 at inference (copies of their weights; the rest, and training, stay in fp32): on a
+    CPU with bf16 units they take half the time or less."""
+
+    matmul_weights: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     def __init__(self, dim: int, hidden: int, *, kernel_size: int, layer_scale: float) -> None:
         super().__init__()
@@ -285,10 +291,26 @@ class FrameBlock(nn.Module):
         self.scale = nn.Parameter(torch.full((dim, 1), layer_scale))  # (C, 1)
         self.scale.no_weight_decay = True
 
+    def set_matmul_dtype(self, dtype: torch.dtype | None) -> None:
+        """Low-precision copies of the 1x1 weights for inference, or None for fp32."""
+        if dtype is None or dtype == torch.float32:
+            self.matmul_weights = None
+            return
+        with torch.no_grad():
+            self.matmul_weights = tuple(
+                p.detach().to(dtype)
+                for p in (self.up.weight, self.up.bias, self.down.weight, self.down.bias)
+            )
+
     def forward(self, x: Tensor) -> Tensor:  # (B, C, F) -> (B, C, F)
         y = self.depthwise(x)
         y = self.norm(y.transpose(1, 2)).transpose(1, 2)
-        y = self.down(self.act(self.up(y)))
+        if self.matmul_weights is None or _needs_grad(x, self.up.weight):
+            y = self.down(self.act(self.up(y)))
+        else:
+            up_w, up_b, down_w, down_b = self.matmul_weights
+            y = F.conv1d(y.to(up_w.dtype), up_w, up_b).float()
+            y = F.conv1d(self.act(y).to(down_w.dtype), down_w, down_b).float()
         return x + self.scale * y
 
 

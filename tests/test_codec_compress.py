@@ -163,7 +163,7 @@ def test_cli_round_trip_of_a_folder(tmp_path, model_path, capsys):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     save_audio(tmp_path / "in" / "a.wav", noise(1, 8000), 16000)
     save_audio(tmp_path / "in" / "sub" / "b.flac", noise(2, 11025), 44100)
-    args = ["--model", model_path, "-q"]
+    args = ["--model", model_path, "-q", "--precision", "bf16"]  # taken by both commands
     out_dir = str(tmp_path / "out")
     assert main(["compress", str(tmp_path / "in"), "-o", out_dir, "--bitrate", "14.4", *args]) == 0
     assert main(["info", str(tmp_path / "out" / "sub" / "b.vcd")]) == 0

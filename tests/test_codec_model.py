@@ -403,3 +403,31 @@ def test_a_new_istft_decoder_learns_to_decode_frozen_codes():
     assert sum(history[-5:]) < 0.6 * sum(history[:5]), history[::10]
     with torch.no_grad():
         assert torch.equal(model.eval().encode(wav), codes)
+
+
+def test_bf16_matmuls_change_only_inference_and_barely():
+    """`set_matmul_dtype(bf16)` (what `compress` does on a CPU with bf16 units) runs the
+    frame-rate 1x1 layers in bf16: the state dict stays as it was, training and gradients
+    stay fp32, and the decoded audio stays within bf16 rounding of the fp32 output."""
+    model = tiny(**STFT, **ISTFT).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    wav = torch.randn(1, 1, 4000) * 0.1
+    with torch.inference_mode():
+        latent = model.encode_latent(wav)
+        reference = model.decode_latent(latent)
+        model.set_matmul_dtype(torch.bfloat16)
+        fast_latent = model.encode_latent(wav)
+        fast = model.decode_latent(latent)
+    assert fast.dtype == torch.float32 and not torch.equal(fast, reference)  # it did run bf16
+    error = (fast - reference).pow(2).sum() / reference.pow(2).sum()
+    assert error < 1e-3, error  # better than 30 dB SNR
+    assert ((fast_latent - latent).norm() / latent.norm()) < 0.03
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    # With gradients the blocks take the fp32 path: bit for bit what they gave before.
+    model.train()
+    latent = latent.clone()  # a normal tensor again, outside inference mode
+    out = model.decode_latent(latent.requires_grad_())
+    model.set_matmul_dtype(None)
+    assert torch.equal(out.detach(), model.decode_latent(latent).detach())
+    out.sum().backward()
+    assert latent.grad is not None and torch.isfinite(latent.grad).all()

@@ -38,7 +38,7 @@ def run_prior(args: argparse.Namespace) -> int:
 
     if args.max_files <= 0:
         raise VocalisError(f"--max-files must be positive, got {args.max_files}")
-    codec = load(args.model or SHIPPED)
+    codec = load(args.model or SHIPPED, precision="fp32")  # the same counts on every machine
     model = codec.model
     by_source = _by_source(
         args.manifest,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vocalis.commands.transcribe import add_precision_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     compress = subparsers.add_parser(
@@ -53,6 +55,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "the shipped codec that made the file)",
     )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_precision_argument(parser, "the codec's frame-rate 1x1 layers (the rest is fp32)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
 
 
@@ -74,7 +77,7 @@ def run_compress(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.quiet and not streaming and sys.stderr.isatty(),
     )
-    codec = load(args.model, device=args.device)
+    codec = load(args.model, device=args.device, precision=args.precision)
     for r in compress(args.inputs, args.output, codec, options):
         if not args.quiet and not streaming:
             print(f"{r.input} -> {r.output}: {r.seconds:.2f} s, {r.bytes} bytes, {r.kbps:.2f} kbps")
@@ -85,7 +88,7 @@ def run_decompress(args: argparse.Namespace) -> int:
     from codec.compress import decompress, load, shipped_codec_for
 
     model = args.model if args.model is not None else shipped_codec_for(args.input)
-    codec = load(model, device=args.device)
+    codec = load(model, device=args.device, precision=args.precision)
     progress = not args.quiet and args.output != "-" and sys.stderr.isatty()
     out = decompress(args.input, args.output, codec, progress=progress)
     if not args.quiet and out != "-":

@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     codec.add_argument("--no-baselines", action="store_true", help="skip Opus and codec2")
     codec.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slowest)")
     codec.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    add_precision_argument(codec, "the codec's frame-rate 1x1 layers, as `compress` runs them")
     codec.set_defaults(handler=run_codec)
     _register_asr(sub)
     _register_tts(sub)
@@ -112,10 +113,11 @@ def run_codec(args: argparse.Namespace) -> int:
         raise VocalisError(f"--kbps must be positive, got {list(kbps)}")
     if args.checkpoint:
         from codec.model import load_codec
+        from core.checkpoint import inference_dtype
 
-        rates = set()
+        rates, dtype = set(), inference_dtype("cpu", args.precision)
         for path, name in zip(args.checkpoint, _system_names(args.checkpoint)):
-            model = load_codec(path).eval()
+            model = load_codec(path).eval().set_matmul_dtype(dtype)
             rates.add(codec_rate := model.sample_rate)
             systems += codec_systems(model, kbps, name=name)
         if len(rates) > 1:
