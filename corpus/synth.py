@@ -208,8 +208,14 @@ def synthesize(
     progress: bool = True,
     items: Sequence[SynthItem] | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    time_budget: float | None = None,
 ) -> SynthReport:
-    """Render (or finish rendering) the corpus of `config` into `out_dir`."""
+    """Render (or finish rendering) the corpus of `config` into `out_dir`.
+
+    With `time_budget`, rendering stops that many seconds after the first item came back
+    (workers start first); the manifest then lists what was rendered, in the order of
+    `items`, and a later call resumes the rest.
+    """
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -226,7 +232,7 @@ def synthesize(
 
     jobs = [(it, out_dir, config) for it in todo]
     bar = tqdm(total=len(todo), unit="utt", desc="synth", disable=not progress, smoothing=0.05)
-    seconds = 0.0
+    seconds, first, finished = 0.0, None, 0
     with open(log_path, "a", encoding="utf-8") as log_file:
         if workers > 1 and len(jobs) > 1:
             ctx = multiprocessing.get_context("spawn")
@@ -240,11 +246,15 @@ def synthesize(
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
                 log[record["id"]] = record
+                finished += 1
                 seconds += record.get("duration", 0.0)
                 bar.update(1)
                 bar.set_postfix(hours=f"{seconds / 3600:.2f}")
                 if on_record is not None:
                     on_record(record)
+                first = time.perf_counter() if first is None else first
+                if time_budget is not None and time.perf_counter() - first > time_budget:
+                    break
         finally:
             bar.close()
             if pool is not None:
@@ -254,7 +264,7 @@ def synthesize(
     utterances, rejected = _write_outputs(out_dir, items, log, config)
     return SynthReport(
         planned=len(items),
-        rendered=len(todo),
+        rendered=finished,
         resumed=resumed,
         rejected=len(rejected),
         utterances=len(utterances),

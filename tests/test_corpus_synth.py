@@ -176,3 +176,16 @@ def test_revoice_command_renders_a_corpus_in_new_voices(tmp_path):
     assert all(u.split == "train" and "_rv_" in u.id for u in utts)
     assert main(argv) == 0  # resumes: the same settings, nothing rendered again
     assert len(read_manifest(out / "manifest.jsonl")) == 2
+
+
+def test_a_time_budget_stops_rendering_and_a_later_call_finishes(tmp_path):
+    _needs("espeak")
+    speakers = tuple(s for s in SPEAKERS if s.engine == "espeak")[:2]
+    config = SynthConfig(utterances=5, speakers=speakers, valid_speakers=(), test_speakers=())
+    items = plan_corpus(config, [f"Sentence {w} of a budget test." for w in "abcde"])
+    cut = synthesize(tmp_path, config, workers=1, progress=False, items=items, time_budget=0)
+    assert (cut.rendered, cut.utterances) == (1, 1)  # stopped after the first render
+    (utt,) = read_manifest(tmp_path / "manifest.jsonl")
+    assert utt.id == items[0].id
+    rest = synthesize(tmp_path, config, workers=1, progress=False, items=items)
+    assert (rest.resumed, rest.utterances) == (1, 5)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -136,3 +137,111 @@ def test_decode_turns_the_opus_set_into_wav_manifests_per_source(tmp_path):
         )
         mid = wav[0, rate // 2 : rate]  # the tone survives the trip (past Opus's pre-skip)
         assert 0.15 < float(mid.pow(2).mean().sqrt()) < 0.25  # RMS of a 0.3 sine: 0.21
+
+
+def test_collect_brings_back_the_asr_in_fp16_when_given_its_run(tmp_path):
+    from asr.model import load_asr, save_asr
+    from tests.helpers.asr import tiny_model
+
+    model = tiny_model(seed=5)
+    save_asr(tmp_path / "asr" / "model", model, training={"steps": 9})
+    (tmp_path / "asr" / "log.jsonl").write_text('{"step": 9}\n')
+    _script("collect").main(str(tmp_path / "v"), str(tmp_path / "c"), str(tmp_path / "back"),
+                            str(tmp_path / "asr"))  # fmt: skip
+    back = load_asr(tmp_path / "back" / "asr_model.safetensors")
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            assert torch.equal(back.state_dict()[name], value.half().float()), name
+    assert (tmp_path / "back" / "asr_log.jsonl").read_text() == '{"step": 9}\n'
+    assert not (tmp_path / "back" / "valle.safetensors").exists()  # runs that never trained
+
+
+def test_decode_turns_the_asr_speech_into_wav_manifests_that_keep_their_texts(tmp_path):
+    rate = 8000
+    t = np.arange(rate) / rate
+    (tmp_path / "asr_opus" / "fsdd").mkdir(parents=True)
+    wav = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    sf.write(tmp_path / "asr_opus/fsdd/d0.opus", wav, rate, format="OGG", subtype="OPUS")
+    row = {"id": "d0", "audio": "fsdd/d0.opus", "duration": 1.0, "sample_rate": rate,
+           "text": "Zero", "speaker": "fsdd/jackson", "source": "fsdd", "split": "train"}  # fmt: skip
+    (tmp_path / "asr_opus" / "fsdd.jsonl").write_text(json.dumps(row) + "\n")
+    from training.gpu_lease import decode
+
+    decode.main(str(tmp_path))
+    (back,) = [json.loads(x) for x in (tmp_path / "asr_real" / "fsdd.jsonl").open()]
+    assert back["audio"] == "wav/d0.wav" and back["text"] == "Zero"
+    assert sf.info(tmp_path / "asr_real" / back["audio"]).samplerate == rate
+    assert not (tmp_path / "codec_full_fsdd.jsonl").exists()  # no codec set was carried
+
+
+def _needs_engines():
+    import shutil
+
+    from corpus.voices import ENGINE_BINARIES
+
+    for engine in ("espeak", "flite"):
+        if shutil.which(ENGINE_BINARIES[engine]) is None:
+            pytest.skip(f"{ENGINE_BINARIES[engine]} is not installed (see apt-packages.txt)")
+
+
+def test_packed_engines_render_the_same_samples_with_nothing_else_on_the_path(tmp_path):
+    """A device has no espeak-ng or flite: the packed ones must run with only themselves on
+    the PATH and their own libraries, and say exactly what the installed ones say."""
+    _needs_engines()
+    import subprocess
+
+    from corpus.voices import RenderSettings, render_command
+
+    engines = _script("engines")
+    engines.bundle(tmp_path / "eng")
+    libs = [p.name for p in (tmp_path / "eng" / "lib").iterdir()]
+    assert libs and not [n for n in libs if n.startswith(engines.HOST_LIBRARIES)]
+    text = tmp_path / "text.txt"
+    text.write_text("The packed engine reads this sentence.\n")
+    bare = {"PATH": str(tmp_path / "eng" / "bin")}  # not even /usr/bin
+    for engine, voice in (("espeak", "en-us+f2"), ("flite", "slt")):
+        settings = RenderSettings(rate=1.05, pitch=50 if engine == "espeak" else 170)
+        for name, env in (("here", None), ("packed", bare)):
+            out = tmp_path / f"{engine}_{name}.wav"
+            subprocess.run(render_command(engine, voice, settings, text, out), env=env,
+                           check=True, capture_output=True, cwd=tmp_path)  # fmt: skip
+        here, packed = (sf.read(tmp_path / f"{engine}_{n}.wav")[0] for n in ("here", "packed"))
+        assert len(here) > 8000 and np.array_equal(here, packed), engine
+
+
+def test_render_rebuilds_the_training_rows_of_a_corpus_sample_for_sample(tmp_path):
+    """prepare.py --asr carries a corpus's training rows, not its audio; render.py on the
+    device makes the same utterances again, and never the held-out ones."""
+    _needs_engines()
+    from corpus.manifest import read_manifest
+    from corpus.synth import synthesize
+    from corpus.synth_plan import SynthConfig, plan_corpus
+    from corpus.voices import SPEAKERS
+
+    speakers = (
+        tuple(s for s in SPEAKERS if s.engine == "espeak")[:2]
+        + tuple(s for s in SPEAKERS if s.engine == "flite")[:1]
+    )
+    config = SynthConfig(utterances=6, speakers=speakers, valid_speakers=(speakers[1].id,),
+                         test_speakers=(), valid_fraction=0.2, test_fraction=0.0)  # fmt: skip
+    texts = [
+        f"Sentence number {w} of a small corpus." for w in "one two three four five six".split()
+    ]
+    synthesize(tmp_path / "here" / "synth", config, workers=1, progress=False,
+               items=plan_corpus(config, texts))  # fmt: skip
+    original = {u.id: u for u in read_manifest(tmp_path / "here" / "synth" / "manifest.jsonl")}
+    train = {k for k, u in original.items() if u.split == "train"}
+    assert 0 < len(train) < len(original)
+
+    render = _script("render")
+    assert render.jobs(tmp_path / "jobs", {"synth": tmp_path / "here" / "synth"}) == {
+        "synth": len(train)
+    }
+    reports = render.render(tmp_path / "jobs", tmp_path / "device", seconds=600, workers=1)
+    assert reports["synth"].utterances == len(train)
+    again = read_manifest(tmp_path / "device" / "synth" / "manifest.jsonl")
+    assert {u.id for u in again} == train
+    for u in again:
+        o = original[u.id]
+        assert (u.text, u.speaker, u.split, u.duration) == (o.text, o.speaker, "train", o.duration)
+        assert np.array_equal(sf.read(u.audio)[0], sf.read(o.audio)[0]), u.id

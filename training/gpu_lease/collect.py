@@ -1,5 +1,5 @@
-"""After a lease's training: the exported VALL-E and codec in fp16 (what travels back is at
-most 64 MB). Usage: python collect.py VALLE_RUN CODEC_RUN DEST"""
+"""After a lease's training: the exported VALL-E, codec and ASR in fp16 (what travels back is
+at most 64 MB). Usage: python collect.py VALLE_RUN CODEC_RUN DEST [ASR_RUN]"""
 
 from __future__ import annotations
 
@@ -18,13 +18,15 @@ def fp16_copy(src: Path, dst: Path) -> None:
     write_model_files(dst, half, json.loads(meta[META_KEY]))
 
 
-def main(valle_run: str, codec_run: str, dest: str) -> None:
+def main(valle_run: str, codec_run: str, dest: str, asr_run: str = "") -> None:
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
-    for run, name in ((valle_run, "valle"), (codec_run, "codec_model")):
+    runs = [(valle_run, "valle", "valle"), (codec_run, "codec_model", "codec")]
+    runs += [(asr_run, "asr_model", "asr")] if asr_run else []
+    for run, name, _ in runs:
         if (Path(run) / "model.safetensors").is_file():
             fp16_copy(Path(run) / "model.safetensors", out / name)
-    for run, name in ((valle_run, "valle"), (codec_run, "codec")):
+    for run, _, name in runs:
         for f in ("log.jsonl", "config.json"):
             if (Path(run) / f).is_file():
                 shutil.copy(Path(run) / f, out / f"{name}_{f}")
