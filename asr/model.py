@@ -42,6 +42,8 @@ from core.transformer import Transformer, TransformerCache
 KIND = "asr"
 # The trained recogniser shipped with the repository (weights + dims JSON beside it).
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "asr" / "asr.safetensors"
+# Not shipped: the best weights so far, kept to train on from (README, Speech recognition).
+WARM_START_CHECKPOINT = SHIPPED_CHECKPOINT.with_name("warm_start.safetensors")
 SAMPLE_RATE = ASR_MEL.sample_rate
 HOP_LENGTH = ASR_MEL.hop_length
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # mel frames: 100 per second
@@ -245,7 +247,10 @@ def load_asr(
     `core.checkpoint.inference_dtype`)."""
     weights, _ = checkpoint_paths(path or SHIPPED_CHECKPOINT)
     if not weights.is_file():
-        raise CheckpointError(f"no ASR model at '{weights}' (train one: 'vocalis train asr')")
+        hint = "train one: 'vocalis train asr'"
+        if path is None and WARM_START_CHECKPOINT.is_file():  # nothing shipped yet
+            hint += f", or name the unfinished warm start, '{WARM_START_CHECKPOINT}'"
+        raise CheckpointError(f"no ASR model at '{weights}' ({hint})")
     model = load_model(weights, ASRModel, ASRDims, kind=KIND, device=device).to(dtype)
     if model.tokenizer is None:
         raise CheckpointError(f"'{weights}' holds no tokenizer")

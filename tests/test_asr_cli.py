@@ -3,6 +3,7 @@ checkpoint (the model overfitted on two clips), including the one-line errors.""
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,6 +65,20 @@ def test_transcribe_errors_are_one_line(files, capsys, tmp_path):
     _one_line_error(capsys, "no ASR model at")
     assert main(["transcribe", hello, "--model", checkpoint, "--beam-size", "0"]) == 2
     _one_line_error(capsys, "--beam-size must be at least 1")
+
+
+def test_without_a_shipped_asr_the_error_names_the_warm_start(files, capsys, tmp_path, monkeypatch):
+    import asr.model
+
+    _, checkpoint, audio = files
+    hello = str(audio / "spk" / "hello.wav")
+    monkeypatch.setattr(asr.model, "SHIPPED_CHECKPOINT", tmp_path / "asr.safetensors")
+    monkeypatch.setattr(asr.model, "WARM_START_CHECKPOINT", Path(checkpoint))
+    assert main(["transcribe", hello]) == 2
+    _one_line_error(capsys, f"or name the unfinished warm start, '{checkpoint}'")
+    monkeypatch.setattr(asr.model, "WARM_START_CHECKPOINT", tmp_path / "warm_start.safetensors")
+    assert main(["transcribe", hello]) == 2
+    assert "warm start" not in capsys.readouterr().err  # only a file that is there
 
 
 def test_label_keeps_confident_transcripts(files, capsys, tmp_path):
