@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 import torch
 
@@ -14,6 +13,7 @@ from codec import Codec, CodecDims, load_codec, save_codec
 from core.audio import load_audio
 from core.checkpoint import read_safetensors, save_model
 from tests.helpers.codec import TINY as TINY_CODEC
+from tests.test_corpus_synth import _needs
 from tests.test_tts_valle import TINY
 from tts.valle import VALLE, load_valle
 
@@ -174,20 +174,11 @@ def test_decode_turns_the_asr_speech_into_wav_manifests_that_keep_their_texts(tm
     assert not (tmp_path / "codec_full_fsdd.jsonl").exists()  # no codec set was carried
 
 
-def _needs_engines():
-    import shutil
-
-    from corpus.voices import ENGINE_BINARIES
-
-    for engine in ("espeak", "flite"):
-        if shutil.which(ENGINE_BINARIES[engine]) is None:
-            pytest.skip(f"{ENGINE_BINARIES[engine]} is not installed (see apt-packages.txt)")
-
-
 def test_packed_engines_render_the_same_samples_with_nothing_else_on_the_path(tmp_path):
     """A device has no espeak-ng or flite: the packed ones must run with only themselves on
     the PATH and their own libraries, and say exactly what the installed ones say."""
-    _needs_engines()
+    _needs("espeak")
+    _needs("flite")
     import subprocess
 
     from corpus.voices import RenderSettings, render_command
@@ -212,7 +203,8 @@ def test_packed_engines_render_the_same_samples_with_nothing_else_on_the_path(tm
 def test_render_rebuilds_the_training_rows_of_a_corpus_sample_for_sample(tmp_path):
     """prepare.py --asr carries a corpus's training rows, not its audio; render.py on the
     device makes the same utterances again, and never the held-out ones."""
-    _needs_engines()
+    _needs("espeak")
+    _needs("flite")
     from corpus.manifest import read_manifest
     from corpus.synth import synthesize
     from corpus.synth_plan import SynthConfig, plan_corpus

@@ -18,7 +18,6 @@ them at a path compiled in. Its three voices are 11 % of the training audio.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import stat
 import subprocess
@@ -95,13 +94,6 @@ def bundle(out: Path, engines: tuple[str, ...] = PACKABLE) -> dict[str, int]:
 
 def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def environment(root: Path, env: dict[str, str] | None = None) -> dict[str, str]:
-    """`env` (default: this process's) with the packed engines first on the PATH."""
-    env = dict(os.environ if env is None else env)
-    env["PATH"] = f"{Path(root).resolve() / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 def main() -> None:
