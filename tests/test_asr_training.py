@@ -360,10 +360,55 @@ def test_noise_is_mixed_at_the_drawn_snr_and_only_under_speech():
         ASRDataConfig(speed=(1.1, 0.9))
 
 
+def test_vocal_tract_warp_moves_formants_and_keeps_the_rest():
+    """A tone's band moves by the warp factor (up for a factor below 1, down above 1), a
+    factor of 1 is the identity, and padded frames stay empty."""
+    import math
+
+    from core.audio import log_mel, normalize_log_mel
+    from training.asr_task import mel_centres, warp_vocal_tract
+
+    centres = mel_centres()
+    assert centres.shape == (80,) and bool((centres[1:] > centres[:-1]).all())
+    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
+    for hz in (500.0, 1500.0, 3000.0):
+        mel = normalize_log_mel(log_mel(torch.sin(2 * math.pi * hz * t)))[None]  # (1, M, F)
+        mel = torch.cat([mel, torch.zeros_like(mel)], dim=-1)  # padded frames after the clip
+        warped = warp_vocal_tract(mel.expand(3, -1, -1), torch.tensor([0.9, 1.0, 1.1]))
+        peaks = centres[warped[:, :, :100].mean(-1).argmax(-1)]  # (3,) Hz
+        base = float(peaks[1])
+        assert torch.equal(warped[1], mel[0])
+        # the tone is read where it lies: heard at hz / factor (to the band's width)
+        assert abs(float(peaks[0]) - base / 0.9) < 0.06 * base
+        assert abs(float(peaks[2]) - base / 1.1) < 0.06 * base
+        assert bool((warped[:, :, 100:] == 0).all())
+    with pytest.raises(ValueError, match="warp"):
+        ASRDataConfig(warp=(1.1, 0.9))
+    with pytest.raises(ValueError, match="warp_prob"):
+        ASRDataConfig(warp_prob=1.5)
+
+
+def test_warp_draws_nothing_when_off_and_warps_a_share_when_on():
+    model = tiny_model(seed=2).train()
+    mel = torch.randn(64, 80, 20)
+    off = ASRTask(model, ASRDataConfig(), SpecAugment())
+    torch.manual_seed(0)
+    first = torch.rand(3)
+    torch.manual_seed(0)
+    assert off._warp(mel) is mel
+    assert torch.equal(torch.rand(3), first)  # no random number drawn: old runs repeat
+    on = ASRTask(model, ASRDataConfig(warp_prob=0.5, warp=(0.9, 1.1)), SpecAugment())
+    warped = on._warp(mel)
+    changed = (warped - mel).abs().amax(dim=(1, 2)) > 0
+    assert 16 <= int(changed.sum()) <= 48  # about half of 64
+
+
 def test_loss_with_speed_and_noise_augmentation_is_finite():
     torch.manual_seed(0)
     model = tiny_model(seed=2).train()
-    data = ASRDataConfig(speed=(0.9, 1.1), noise_prob=0.5, no_speech_prob=0.5, pack_prob=0.5)
+    data = ASRDataConfig(
+        speed=(0.9, 1.1), noise_prob=0.5, no_speech_prob=0.5, pack_prob=0.5, warp_prob=0.5
+    )
     task = ASRTask(model, data, SpecAugment())
     for _ in range(3):
         out = task.loss("model", clip_batch(), {"model": model})

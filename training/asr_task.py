@@ -37,7 +37,7 @@ from torch.nn.utils.rnn import pad_sequence
 from asr.ctc import CTC_UNITS, ctc_chars, n_ctc_units
 from asr.model import SAMPLE_RATE, ASRModel, log_mel_features
 from asr.tokenizer import Tokenizer
-from core.audio import resample, rms_dbfs
+from core.audio import ASR_MEL, MelConfig, resample, rms_dbfs
 from corpus.dataset import AudioBatch
 from training.nonspeech import non_speech
 from training.rooms import colour
@@ -74,6 +74,12 @@ class ASRDataConfig:
     eq_db: float = 6.0
     lowpass_prob: float = 0.0
     lowpass_hz: tuple[float, float] = (3400.0, 7500.0)
+    # Vocal tract length perturbation (Jaitly & Hinton 2013), on the log-mel: a share of the
+    # items has its frequency axis stretched by a factor drawn in `warp` (formants moved as
+    # by a shorter or longer vocal tract, the pitch and tempo kept), so that a few dozen
+    # synthetic voices stand for many more (`warp_vocal_tract`).
+    warp_prob: float = 0.0
+    warp: tuple[float, float] = (0.9, 1.1)
 
     def __post_init__(self) -> None:
         if not 0 < self.max_seconds <= 30.0:
@@ -94,8 +100,10 @@ class ASRDataConfig:
             raise ValueError(
                 f"lowpass_hz must be a range within [100, {SAMPLE_RATE // 2}], got {self.lowpass_hz}"
             )
+        if not 0.5 <= self.warp[0] <= self.warp[1] <= 2.0:
+            raise ValueError(f"warp must be a range within [0.5, 2], got {self.warp}")
         probs = ("timestamp_prob", "no_speech_prob", "pack_prob", "cut_prob", "noise_prob")
-        for name in probs + ("reverb_prob", "eq_prob", "lowpass_prob"):
+        for name in probs + ("reverb_prob", "eq_prob", "lowpass_prob", "warp_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -209,6 +217,50 @@ class SpecAugment:
             hit = (steps >= start[:, None]) & (steps < (start + width)[:, None])  # (B, F)
             keep &= ~hit[:, None, :]
         return mel * keep.to(mel.device)
+
+
+def _slaney_mel(hz: Tensor) -> Tensor:
+    """Hz -> mels on the Slaney scale (linear to 1 kHz, logarithmic above), as `ASR_MEL`."""
+    log_step = math.log(6.4) / 27.0
+    return torch.where(
+        hz < 1000.0, hz * 3.0 / 200.0, 15.0 + torch.log(hz.clamp(min=1e-3) / 1000.0) / log_step
+    )
+
+
+def mel_centres(config: MelConfig = ASR_MEL) -> Tensor:
+    """Centre frequency in Hz of each band of the mel filterbank `(M,)`."""
+    f_max = config.f_max if config.f_max is not None else config.sample_rate / 2
+    grid = torch.linspace(0.0, f_max, 20001, dtype=torch.float64)
+    mels = _slaney_mel(grid)
+    low, high = _slaney_mel(torch.tensor([config.f_min, f_max], dtype=torch.float64)).tolist()
+    points = torch.linspace(low, high, config.n_mels + 2, dtype=torch.float64)[1:-1]
+    index = torch.searchsorted(mels, points).clamp(max=grid.numel() - 1)
+    return grid[index].float()  # to 0.05 % of the band: plenty for a warp
+
+
+def warp_vocal_tract(mel: Tensor, factors: Tensor, config: MelConfig = ASR_MEL) -> Tensor:
+    """Log-mel `(B, M, F)` with each item's frequency axis warped by its factor `(B,)`.
+
+    Band m of the output reads the input at g(f_m), where g(f) = factor * f up to a knee and
+    then a straight line to (Nyquist, Nyquist), so the whole band is kept (Jaitly & Hinton's
+    piecewise-linear VTLP): a factor above 1 brings the formants down, as a longer vocal
+    tract would, below 1 up. The input is interpolated linearly between bands; a factor of
+    1 gives the input back."""
+    b, m, _ = mel.shape
+    centres = mel_centres(config).to(mel.device)  # (M,)
+    nyquist = config.sample_rate / 2
+    factors = factors.to(mel.device, torch.float32)[:, None]  # (B, 1)
+    knee = 0.8 * nyquist * torch.minimum(torch.ones_like(factors), 1.0 / factors)
+    slope = (nyquist - factors * knee) / (nyquist - knee)
+    f = centres[None, :]
+    source = torch.where(f <= knee, factors * f, factors * knee + slope * (f - knee))  # (B, M)
+    # the fractional band at each source frequency: the inverse of the centres' curve
+    upper = torch.searchsorted(centres, source.contiguous()).clamp(1, m - 1)
+    lo_f, hi_f = centres[upper - 1], centres[upper]
+    weight = ((source - lo_f) / (hi_f - lo_f)).clamp(0.0, 1.0)[:, :, None]  # (B, M, 1)
+    rows = torch.arange(b, device=mel.device)[:, None]
+    # lerp gives `above` itself at weight 1 (and `below` at 0): a factor of 1 is exact
+    return torch.lerp(mel[rows, upper - 1], mel[rows, upper], weight)  # (B, M, F)
 
 
 def perturb_speed(
@@ -352,6 +404,7 @@ class ASRTask(TrainTask):
             lengths = torch.tensor([w.shape[0] for w, _ in examples])
             wav = pad_sequence([w for w, _ in examples], batch_first=True)  # (B', T')
             mel, frames = log_mel_features(wav, lengths.to(wav.device))  # (B', M, F), (B',)
+            mel = self._warp(mel)
             mel = self.augment(mel, frames)
         sequences = [seq for _, seq in examples]
         inputs, targets = teacher_forcing(sequences, self.tokenizer, self.model.dims.n_text_ctx)
@@ -434,6 +487,17 @@ class ASRTask(TrainTask):
             examples.append((clips[i], seq))
             i += 1
         return examples
+
+    def _warp(self, mel: Tensor) -> Tensor:
+        """`warp_vocal_tract` on a `data.warp_prob` share of the examples (noise included:
+        warped noise is still noise)."""
+        if self.data.warp_prob == 0:  # off: no draw, so older configs see the same numbers
+            return mel
+        b = mel.shape[0]
+        low, high = self.data.warp
+        rows = torch.rand(b) < self.data.warp_prob
+        factors = torch.where(rows, low + (high - low) * torch.rand(b), torch.ones(b))
+        return warp_vocal_tract(mel, factors) if bool(rows.any()) else mel
 
     def _replace_with_noise(self, wav: Tensor, rows: Tensor) -> Tensor:
         if not bool(rows.any()):
