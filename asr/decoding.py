@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from asr.ctc import CTCPrefixScorer, Speller
+from asr.lm import NGramLM
 from asr.model import ASRModel, AudioFeatures
 from asr.tokenizer import TIME_PRECISION, Tokenizer
 
@@ -39,6 +40,10 @@ class DecodingOptions:
     # w, at temperature 0 (needs a model with a CTC head); 0: the decoder alone; None:
     # DEFAULT_CTC_WEIGHT if the model has a head, else 0.
     ctc_weight: float | None = None
+    # Shallow fusion with a token n-gram LM (asr.lm.NGramLM) at temperature 0: every beam
+    # step adds lm_weight * log P_lm(token | the beam's text) to the search score.
+    lm: NGramLM | None = None
+    lm_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -47,9 +52,18 @@ class DecodingOptions:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.ctc_weight is not None and not 0.0 <= self.ctc_weight < 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
+        if not self.lm_weight >= 0:
+            raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
+
+    @property
+    def fused(self) -> bool:
+        """Whether the search adds a language model's scores."""
+        return self.lm is not None and self.lm_weight > 0
 
     def for_model(self, model: ASRModel) -> DecodingOptions:
         """These options with `ctc_weight` resolved for `model` (None: its default)."""
+        if self.lm is not None and model.tokenizer is not None:
+            self.lm.check_tokenizer(model.tokenizer)
         if self.ctc_weight is None:
             weight = DEFAULT_CTC_WEIGHT if model.ctc is not None else 0.0
             return dataclasses.replace(self, ctc_weight=weight)
@@ -210,7 +224,7 @@ def decode(
     max_tokens = min(options.max_tokens or limit, limit)
     options = options.for_model(model)
     rules = LogitRules(tok, options, audio.lengths.repeat_interleave(options.beam_size).cpu())
-    joint = options.ctc_weight > 0 and options.temperature == 0
+    joint = (options.ctc_weight > 0 or options.fused) and options.temperature == 0
     if options.beam_size > 1 or joint:
         if options.temperature > 0:
             raise ValueError("beam search decodes at temperature 0")
@@ -296,6 +310,7 @@ def _beam_search(
     score). Returns (tokens, the decoder's sum of log-probs, P(no speech)) per item."""
     k, eot, tok = options.beam_size, model.tokenizer.eot, model.tokenizer
     w = options.ctc_weight
+    lm = options.lm if options.fused else None
     n_items = audio.x.shape[0]
     ctc = None
     if w > 0:
@@ -331,6 +346,9 @@ def _beam_search(
         else:
             ctc_gain, added = _ctc_gains(ctc, speller, state, item_of_row, spelling, top_tok)
             total = scores.unsqueeze(1) + (1 - w) * step_lp + w * ctc_gain.to(step_lp.dtype)
+        if lm is not None:
+            contexts = [lm.context(beam) for beam in beams]
+            total = total + options.lm_weight * lm.score(contexts, top_tok)
         chosen = [
             c
             for item in range(n_items)

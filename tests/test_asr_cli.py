@@ -281,3 +281,56 @@ def test_a_model_with_a_ctc_head_keeps_it_and_decodes_with_it(files, capsys, tmp
     _one_line_error(capsys, "--ctc-weight must be in [0, 1)")
     assert main([*argv, "--ctc-weight", "-0.1"]) == 2
     _one_line_error(capsys, "--ctc-weight must be in [0, 1)")
+
+
+def test_an_lm_counted_by_train_asr_lm_is_fused_by_transcribe_and_eval(files, capsys, tmp_path):
+    _, checkpoint, audio = files
+    hello = str(audio / "spk" / "hello.wav")
+    # Train text: the second sentence; the first is a test sentence, so the LM never reads
+    # it, not even from the text file.
+    utts = _test_clips(audio)
+    utts[1] = dataclasses.replace(utts[1], split="train")
+    manifest = str(write_manifest(tmp_path / "m.jsonl", utts))
+    text = tmp_path / "text.txt"
+    text.write_text(f"{TEXTS[0]}\n{TEXTS[1]}\n")
+    lm = str(tmp_path / "lm")
+    argv = ["train", "asr-lm", "--model", checkpoint, "--manifest", manifest, "-o", lm]
+    assert main([*argv, "--text", str(text), "--order", "3"]) == 0
+    record = json.loads(Path(f"{lm}.json").read_text())["training"]
+    assert record["transcripts"] == 1 and record["held-out sentences"] == 1
+    assert record["text text.txt"]["held-out fragments dropped"] == 1
+    capsys.readouterr()
+    # (without fallback: the decoder alone finds the LM's text unlikely and would retry it
+    # at a higher temperature, which samples without the LM)
+    heavy = ["--lm", f"{lm}.safetensors", "--lm-weight", "20", "--beam-size", "3"]
+    heavy += ["--no-fallback", "--no-timestamps"]
+    assert main(["transcribe", hello, "--model", checkpoint, *heavy]) == 0
+    assert capsys.readouterr().out.startswith("Good morn")  # TEXTS[1], near enough
+    for off in (["--lm", "none"], ["--lm", lm, "--lm-weight", "0"], []):
+        assert main(["transcribe", hello, "--model", checkpoint, *off]) == 0
+        assert capsys.readouterr().out == f"{TEXTS[0]}\n"
+    test = str(write_manifest(tmp_path / "test.jsonl", _test_clips(audio)[:1]))
+    argv = ["eval", "asr", "--checkpoint", checkpoint, "--synth", test, "--real", test]
+    argv += ["--no-baselines", "--precision", "fp32", "--beam-size", "3", "--json"]
+    assert main([*argv, "--lm", lm, "--lm-weight", "0", "--lm-weight", "20"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["system"] for r in rows] == [
+        "vocalis (tiny, fp32, LM 0)",
+        "vocalis (tiny, fp32, LM 20)",
+    ] * 2  # the synthetic and the real row
+    assert rows[0]["wer"] == rows[2]["wer"] == 0.0
+    # One-line errors: a weight below 0, an LM of another tokenizer, a file that is not
+    # an LM, and nothing to count.
+    assert main(["transcribe", hello, "--model", checkpoint, "--lm-weight", "-1"]) == 2
+    _one_line_error(capsys, "--lm-weight must be >= 0")
+    from asr.lm import build_lm, save_lm
+    from asr.tokenizer import Tokenizer
+
+    other = Tokenizer.train(["completely different words here"] * 3, 280)
+    save_lm(tmp_path / "other", *build_lm(["completely different words"], other, order=2))
+    assert main(["transcribe", hello, "--model", checkpoint, "--lm", str(tmp_path / "other")]) == 2
+    _one_line_error(capsys, "counted with another tokenizer")
+    assert main(["transcribe", hello, "--model", checkpoint, "--lm", checkpoint]) == 2
+    _one_line_error(capsys, "not a 'asr-lm' model")
+    assert main(["train", "asr-lm", "--model", checkpoint, "-o", lm]) == 2
+    _one_line_error(capsys, "no text: give --manifest, --text or --templates")

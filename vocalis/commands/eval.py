@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from vocalis.commands.say import add_sampling_arguments, sampling_options
-from vocalis.commands.transcribe import add_ctc_weight_argument, add_precision_argument
+from vocalis.commands.transcribe import (
+    add_ctc_weight_argument,
+    add_lm_arguments,
+    add_precision_argument,
+)
 
 DEFAULT_MANIFESTS = ("imports/ljspeech.jsonl", "imports/librispeech.jsonl")  # under the data root
 
@@ -165,6 +170,7 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
     asr.add_argument("--max-clips", type=int, default=50, help="at most this many clips per set")
     asr.add_argument("--beam-size", type=int, default=5, help="1 = greedy (default 5)")
     add_ctc_weight_argument(asr, repeatable=True)
+    add_lm_arguments(asr, repeatable=True)
     add_precision_argument(asr)
     asr.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     asr.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -229,12 +235,18 @@ def run_asr(args: argparse.Namespace) -> int:
 
     from asr.decoding import DecodingOptions
     from asr.evaluate import evaluate, pocketsphinx_system, vocalis_system
+    from asr.lm import DEFAULT_LM_WEIGHT
     from asr.model import load_asr
     from asr.transcribe import TranscribeOptions
     from core.checkpoint import inference_dtype
     from core.errors import VocalisError
     from vocalis.commands.data import default_data_root
-    from vocalis.commands.transcribe import check_ctc_weight, checked_for_model
+    from vocalis.commands.transcribe import (
+        check_ctc_weight,
+        check_lm_weight,
+        checked_for_model,
+        load_fusion_lm,
+    )
 
     if args.max_clips <= 0:
         raise VocalisError(f"--max-clips must be positive, got {args.max_clips}")
@@ -242,6 +254,8 @@ def run_asr(args: argparse.Namespace) -> int:
         raise VocalisError("--beam-size and --batch-size must be at least 1")
     for weight in args.ctc_weight or []:
         check_ctc_weight(weight)
+    for weight in args.lm_weight or []:
+        check_lm_weight(weight)
     root = default_data_root()
     synths = (
         [Path(p) for p in args.synth] if args.synth else [root / m for m in ASR_SYNTH_MANIFESTS]
@@ -273,13 +287,22 @@ def run_asr(args: argparse.Namespace) -> int:
     model = load_asr(args.checkpoint, device=args.device, dtype=dtype)
     name = Path(args.checkpoint).stem if args.checkpoint else "vocalis"
     precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+    lm = load_fusion_lm(args.lm, model)
+    lm_weights = (args.lm_weight or [DEFAULT_LM_WEIGHT]) if lm is not None else [0.0]
     systems = []
-    for weight in args.ctc_weight or [None]:
-        decoding = DecodingOptions(beam_size=args.beam_size, timestamps=False, ctc_weight=weight)
+    for weight, lm_weight in itertools.product(args.ctc_weight or [None], lm_weights):
+        decoding = DecodingOptions(
+            beam_size=args.beam_size,
+            timestamps=False,
+            ctc_weight=weight,
+            lm=lm if lm_weight > 0 else None,
+            lm_weight=lm_weight,
+        )
         decoding = checked_for_model(decoding, model)
         options = TranscribeOptions(decoding=decoding, batch_size=args.batch_size)
         ctc = f", CTC {decoding.ctc_weight:g}" if model.ctc is not None else ""
-        label = f"vocalis ({name}, {precision}{ctc})"
+        fused = f", LM {lm_weight:g}" if lm is not None else ""
+        label = f"vocalis ({name}, {precision}{ctc}{fused})"
         systems.append(vocalis_system(model, options, name=label))
     baseline = None if args.no_baselines else pocketsphinx_system()
     if baseline is not None:

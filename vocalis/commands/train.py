@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from vocalis.commands.train_tts import register_valle  # it builds on this module
 
     register_valle(sub)
+    from vocalis.commands.train_lm import register_asr_lm
+
+    register_asr_lm(sub)
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, init_help: str) -> None:

@@ -67,6 +67,7 @@ def _common(parser: argparse.ArgumentParser, *, beam_size: int) -> None:
         "--beam-size", type=int, default=beam_size, help=f"1 = greedy (default {beam_size})"
     )
     add_ctc_weight_argument(parser)
+    add_lm_arguments(parser)
     parser.add_argument("--no-timestamps", action="store_true", help="decode without timestamps")
     parser.add_argument("--no-fallback", action="store_true", help="no temperature fallback")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
@@ -86,6 +87,49 @@ def add_ctc_weight_argument(parser: argparse.ArgumentParser, *, repeatable: bool
         "default asr.decoding.DEFAULT_CTC_WEIGHT if the model has a head, else 0)"
         + ("; repeatable: one row each" if repeatable else ""),
     )
+
+
+def add_lm_arguments(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
+    parser.add_argument(
+        "--lm",
+        default="auto",
+        help="n-gram language model fused into the beam search (vocalis train asr-lm): a "
+        "checkpoint, 'none', or 'auto' (the default: the shipped one, models/asr/lm, when it "
+        "was counted with the model's tokenizer)",
+    )
+    parser.add_argument(
+        "--lm-weight",
+        type=float,
+        default=None,
+        action="append" if repeatable else "store",
+        help="weight of the LM's log-probabilities in the search (0: none; default "
+        "asr.lm.DEFAULT_LM_WEIGHT)" + ("; repeatable: one row each" if repeatable else ""),
+    )
+
+
+def check_lm_weight(weight: float | None) -> None:
+    from core.errors import VocalisError
+
+    if weight is not None and not weight >= 0:
+        raise VocalisError(f"--lm-weight must be >= 0, got {weight:g}")
+
+
+def load_fusion_lm(choice: str, model):
+    """The LM named by --lm for `model`, or None ('none', or 'auto' with no shipped LM that
+    fits the model's tokenizer). A named LM that does not fit is a one-line error."""
+    from asr.lm import SHIPPED_LM, load_lm, tokenizer_sha256
+
+    if choice == "none":
+        return None
+    if choice == "auto":
+        if not SHIPPED_LM.is_file():
+            return None
+        lm = load_lm(SHIPPED_LM)
+        fits = lm.dims.tokenizer_sha256 == tokenizer_sha256(model.tokenizer)
+        return lm if fits else None
+    lm = load_lm(choice)
+    lm.check_tokenizer(model.tokenizer)
+    return lm
 
 
 def check_ctc_weight(weight: float | None) -> None:
@@ -137,6 +181,7 @@ def _options(args: argparse.Namespace, *, timestamps: bool):
     if args.batch_size < 1:
         raise VocalisError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_ctc_weight(args.ctc_weight)
+    check_lm_weight(args.lm_weight)
     fallback = FallbackOptions(temperatures=(0.0,)) if args.no_fallback else FallbackOptions()
     decoding = DecodingOptions(
         beam_size=args.beam_size, timestamps=timestamps, ctc_weight=args.ctc_weight
@@ -148,6 +193,16 @@ def _options(args: argparse.Namespace, *, timestamps: bool):
     )
 
 
+def with_lm(options, args: argparse.Namespace, model):
+    """`options` with the LM of --lm and its --lm-weight (the default weight if unset)."""
+    from asr.lm import DEFAULT_LM_WEIGHT
+
+    lm = load_fusion_lm(args.lm, model)
+    weight = DEFAULT_LM_WEIGHT if args.lm_weight is None else args.lm_weight
+    decoding = dataclasses.replace(options.decoding, lm=lm, lm_weight=weight if lm else 0.0)
+    return dataclasses.replace(options, decoding=decoding)
+
+
 def run_transcribe(args: argparse.Namespace) -> int:
     from asr.formats import FORMATS
     from asr.transcribe import transcribe
@@ -157,6 +212,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
     for f in args.files:
         audio_info(f)  # a missing or unreadable file fails here, before any decoding
     model = load_recogniser(args)
+    options = with_lm(options, args, model)
     options = dataclasses.replace(options, decoding=checked_for_model(options.decoding, model))
     write = FORMATS[args.format]
     out_dir = Path(args.output) if args.output else None
@@ -237,6 +293,7 @@ def run_label(args: argparse.Namespace) -> int:
         from asr.transcribe import transcribe
 
         model = load_recogniser(args)
+        options = with_lm(options, args, model)
         options = dataclasses.replace(options, decoding=checked_for_model(options.decoding, model))
         results = [
             (
