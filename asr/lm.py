@@ -334,7 +334,9 @@ def corpus_text(
             else:
                 held_out.update(sentences_of(u.text))
     train, _ = drop_held_out(train, held_out)  # a training text may share a sentence
-    record: dict = {"manifests": [str(p) for p in manifests], "transcripts": len(train)}
+    # (the manifests by their last two path parts: "synth/manifest.jsonl", not a home folder)
+    names = [str(Path(*Path(p).parts[-2:])) for p in manifests]
+    record: dict = {"manifests": names, "transcripts": len(train)}
     lines = list(train)
     for source in sources:
         cleaned = (clean_fragment(f, max_words=24) for f in source_fragments(source))
