@@ -63,7 +63,9 @@ class NGramLM:
         self.dims = dims
         self.keys = [tables[f"keys.{n}"].long() for n in range(1, dims.order + 1)]
         self.logprobs = [tables[f"logprobs.{n}"].float() for n in range(1, dims.order + 1)]
-        self.backoffs = [tables[f"backoffs.{n}"].float() for n in range(1, dims.order + 1)]
+        # (the longest n-grams are never a context: their weights are not stored)
+        self.backoffs = [tables[f"backoffs.{n}"].float() for n in range(1, dims.order)]
+        self.backoffs.append(torch.zeros(len(self.keys[-1])))
         self.eos = dims.n_text
         self.bos = dims.n_text + 1
         for n, (k, p, b) in enumerate(zip(self.keys, self.logprobs, self.backoffs), 1):
@@ -255,7 +257,8 @@ def build_lm(
         kept.append(int(keep.sum()))
         tables[f"keys.{n}"] = torch.from_numpy(keys[keep].copy())
         tables[f"logprobs.{n}"] = torch.from_numpy(logprobs[n - 1][keep].astype(np.float32))
-        tables[f"backoffs.{n}"] = torch.from_numpy(backoffs[n - 1][keep].astype(np.float32))
+        if n < order:
+            tables[f"backoffs.{n}"] = torch.from_numpy(backoffs[n - 1][keep].astype(np.float32))
     dims = LMDims(
         order=order, n_text=n_text, bits=bits, tokenizer_sha256=tokenizer_sha256(tokenizer)
     )
@@ -376,9 +379,9 @@ def save_lm(
 
 def load_lm(path: str | os.PathLike) -> NGramLM:
     ckpt = read_model_checkpoint(path, kind=KIND, dims_cls=LMDims)
-    expected = {
-        f"{t}.{n}" for t in ("keys", "logprobs", "backoffs") for n in range(1, ckpt.dims.order + 1)
-    }
+    order = ckpt.dims.order
+    expected = {f"{t}.{n}" for t in ("keys", "logprobs") for n in range(1, order + 1)}
+    expected |= {f"backoffs.{n}" for n in range(1, order)}
     if set(ckpt.state_dict) != expected:
         raise CheckpointError(
             f"'{ckpt.path}' does not hold the tables of an order-{ckpt.dims.order} LM"
