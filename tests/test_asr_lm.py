@@ -173,3 +173,20 @@ def test_lm_weight_must_not_be_negative_and_the_lm_must_fit_the_model():
     dims, tables, _ = build_lm(["completely different words here"], other, order=2)
     with pytest.raises(CheckpointError, match="another tokenizer"):
         DecodingOptions(lm=NGramLM(dims, tables), lm_weight=0.3).for_model(tiny_model())
+
+
+def test_the_shipped_lm_fits_the_warm_start_and_prefers_words_to_sounds():
+    from asr.lm import SHIPPED_LM
+    from asr.model import WARM_START_CHECKPOINT, load_asr
+
+    if not (SHIPPED_LM.is_file() and WARM_START_CHECKPOINT.is_file()):
+        pytest.skip("no shipped LM or warm-start weights")
+    lm = load_lm(SHIPPED_LM)
+    tok = load_asr(WARM_START_CHECKPOINT).tokenizer
+    lm.check_tokenizer(tok)  # `--lm auto` takes it for the warm start
+    # Errors the recogniser made on held-out voices, against what was said.
+    for said, heard in (
+        ("The train left the station.", "Detrain left the station."),
+        ("There were three of them.", "Dere were three of them."),
+    ):
+        assert lm.sentence_logprob(tok.encode(said)) > lm.sentence_logprob(tok.encode(heard)) + 2
