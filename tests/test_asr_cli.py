@@ -334,3 +334,13 @@ def test_an_lm_counted_by_train_asr_lm_is_fused_by_transcribe_and_eval(files, ca
     _one_line_error(capsys, "not a 'asr-lm' model")
     assert main(["train", "asr-lm", "--model", checkpoint, "-o", lm]) == 2
     _one_line_error(capsys, "no text: give --manifest, --text or --templates")
+
+
+def test_transcribe_fuses_the_shipped_lm_by_default_and_label_does_not():
+    from vocalis.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["transcribe", "a.wav"]).lm == "auto"
+    assert parser.parse_args(["eval", "asr"]).lm == "auto"
+    # label's confidence thresholds are calibrated on the decoder's own choices
+    assert parser.parse_args(["label", "dir", "-o", "m.jsonl"]).lm == "none"
