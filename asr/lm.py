@@ -21,8 +21,6 @@ backoff form gives exactly the interpolated probabilities for every n-gram kept.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -34,7 +32,7 @@ import torch
 from torch import Tensor
 
 from asr.tokenizer import Tokenizer
-from core.checkpoint import read_model_checkpoint, write_model_files
+from core.checkpoint import model_meta, read_model_checkpoint, write_model_files
 from core.errors import CheckpointError
 
 KIND = "asr-lm"
@@ -52,10 +50,6 @@ class LMDims:
     tokenizer_sha256: str  # of the tokenizer's JSON: the LM only fits that tokenizer
 
 
-def tokenizer_sha256(tokenizer: Tokenizer) -> str:
-    return hashlib.sha256(tokenizer.to_json().encode("utf-8")).hexdigest()
-
-
 class NGramLM:
     """Log-probabilities (natural log) of next BPE pieces; see the module docstring."""
 
@@ -63,12 +57,12 @@ class NGramLM:
         self.dims = dims
         self.keys = [tables[f"keys.{n}"].long() for n in range(1, dims.order + 1)]
         self.logprobs = [tables[f"logprobs.{n}"].float() for n in range(1, dims.order + 1)]
-        # (the longest n-grams are never a context: their weights are not stored)
+        # (the longest n-grams are never a context: they have no backoff weights)
         self.backoffs = [tables[f"backoffs.{n}"].float() for n in range(1, dims.order)]
-        self.backoffs.append(torch.zeros(len(self.keys[-1])))
         self.eos = dims.n_text
         self.bos = dims.n_text + 1
-        for n, (k, p, b) in enumerate(zip(self.keys, self.logprobs, self.backoffs), 1):
+        for n, (k, p) in enumerate(zip(self.keys, self.logprobs), 1):
+            b = self.backoffs[n - 1] if n < dims.order else p
             if not (k.shape == p.shape == b.shape and k.dim() == 1):
                 raise CheckpointError(f"asr-lm: the order-{n} tables differ in shape")
 
@@ -76,8 +70,12 @@ class NGramLM:
     def n_grams(self) -> int:
         return sum(len(k) for k in self.keys)
 
+    def fits(self, tokenizer: Tokenizer) -> bool:
+        """Whether the LM was counted with `tokenizer`."""
+        return tokenizer.sha256 == self.dims.tokenizer_sha256
+
     def check_tokenizer(self, tokenizer: Tokenizer) -> None:
-        if tokenizer_sha256(tokenizer) != self.dims.tokenizer_sha256:
+        if not self.fits(tokenizer):
             raise CheckpointError(
                 "the language model was counted with another tokenizer than this ASR model's"
             )
@@ -259,9 +257,7 @@ def build_lm(
         tables[f"logprobs.{n}"] = torch.from_numpy(logprobs[n - 1][keep].astype(np.float32))
         if n < order:
             tables[f"backoffs.{n}"] = torch.from_numpy(backoffs[n - 1][keep].astype(np.float32))
-    dims = LMDims(
-        order=order, n_text=n_text, bits=bits, tokenizer_sha256=tokenizer_sha256(tokenizer)
-    )
+    dims = LMDims(order=order, n_text=n_text, bits=bits, tokenizer_sha256=tokenizer.sha256)
     record = {
         "lines": n_lines,
         "tokens": int(len(tokens) - len(seqs)),  # pieces and ends, not the sentence starts
@@ -365,16 +361,8 @@ def corpus_text(
 def save_lm(
     path: str | os.PathLike, dims: LMDims, tables: dict[str, Tensor], training: dict
 ) -> None:
-    from core.checkpoint import FORMAT, FORMAT_VERSION, dims_to_dict
-
-    meta = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "kind": KIND,
-        "dims": dims_to_dict(dims),
-        "training": training,
-    }
-    write_model_files(path, {k: v.contiguous() for k, v in tables.items()}, meta)
+    tensors = {k: v.contiguous() for k, v in tables.items()}
+    write_model_files(path, tensors, model_meta(KIND, dims, training))
 
 
 def load_lm(path: str | os.PathLike) -> NGramLM:
@@ -387,13 +375,3 @@ def load_lm(path: str | os.PathLike) -> NGramLM:
             f"'{ckpt.path}' does not hold the tables of an order-{ckpt.dims.order} LM"
         )
     return NGramLM(ckpt.dims, ckpt.state_dict)
-
-
-def perplexity(lm: NGramLM, lines: Iterable[str], tokenizer: Tokenizer) -> float:
-    """Per-token perplexity (pieces and sentence ends) of `lines`."""
-    total, count = 0.0, 0
-    for line in lines:
-        ids = tokenizer.encode(line.strip())
-        total += lm.sentence_logprob(ids)
-        count += len(ids) + 1
-    return math.exp(-total / max(count, 1))

@@ -12,6 +12,8 @@ the BPE's JSON is all a checkpoint has to store (`ASRDims.tokenizer`).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Iterable, Sequence
 
 from tokenizers import Tokenizer as BPETokenizer
@@ -76,6 +78,11 @@ class Tokenizer:
 
     def to_json(self) -> str:
         return self.bpe.to_str()
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """SHA-256 of `to_json()`: the identity of this tokenizer (what an LM fits)."""
+        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
 
     # ------------------------------------------------------------------------------------
     # Text

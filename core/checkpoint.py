@@ -125,14 +125,18 @@ def save_model(
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
         tensors[name] = t.contiguous().clone()  # safetensors refuses shared storage
-    meta = {
+    return write_model_files(path, tensors, model_meta(kind, dims, training))
+
+
+def model_meta(kind: str, dims: Any, training: dict | None = None) -> dict:
+    """The metadata of a checkpoint of `kind` (for `write_model_files`)."""
+    return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "kind": kind,
         "dims": dims_to_dict(dims),
         "training": training or {},
     }
-    return write_model_files(path, tensors, meta)
 
 
 def write_model_files(

@@ -295,7 +295,7 @@ def run_asr(args: argparse.Namespace) -> int:
             beam_size=args.beam_size,
             timestamps=False,
             ctc_weight=weight,
-            lm=lm if lm_weight > 0 else None,
+            lm=lm,
             lm_weight=lm_weight,
         )
         decoding = checked_for_model(decoding, model)

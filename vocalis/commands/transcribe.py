@@ -122,7 +122,7 @@ def check_lm_weight(weight: float | None) -> None:
 def load_fusion_lm(choice: str, model):
     """The LM named by --lm for `model`, or None ('none', or 'auto' with no shipped LM that
     fits the model's tokenizer). A named LM that does not fit is a one-line error."""
-    from asr.lm import SHIPPED_LM, load_lm, tokenizer_sha256
+    from asr.lm import SHIPPED_LM, load_lm
 
     if choice == "none":
         return None
@@ -130,8 +130,7 @@ def load_fusion_lm(choice: str, model):
         if not SHIPPED_LM.is_file():
             return None
         lm = load_lm(SHIPPED_LM)
-        fits = lm.dims.tokenizer_sha256 == tokenizer_sha256(model.tokenizer)
-        return lm if fits else None
+        return lm if lm.fits(model.tokenizer) else None
     lm = load_lm(choice)
     lm.check_tokenizer(model.tokenizer)
     return lm
@@ -204,7 +203,7 @@ def with_lm(options, args: argparse.Namespace, model):
 
     lm = load_fusion_lm(args.lm, model)
     weight = DEFAULT_LM_WEIGHT if args.lm_weight is None else args.lm_weight
-    decoding = dataclasses.replace(options.decoding, lm=lm, lm_weight=weight if lm else 0.0)
+    decoding = dataclasses.replace(options.decoding, lm=lm, lm_weight=weight)
     return dataclasses.replace(options, decoding=decoding)
 
 
