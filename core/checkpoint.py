@@ -151,6 +151,59 @@ def write_model_files(
     return weights_path
 
 
+def average_checkpoints(
+    paths: list[str | os.PathLike], weights: list[float] | None = None, *, dtype=None
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """The weighted average of model checkpoints of one kind and identical dims (a "model
+    soup": runs fine-tuned from one start, or a fine-tuned model and its start, averaged
+    weight by weight). Returns (tensors, meta) for `write_model_files`; the meta is the
+    first checkpoint's with a training record that names every source, its hash and its
+    weight. Float tensors are averaged in float32 (stored as `dtype` if given, else as the
+    first checkpoint stores them); every other tensor must be equal in all of them."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    weights = [1.0 / len(paths)] * len(paths) if weights is None else list(weights)
+    if len(weights) != len(paths):
+        raise CheckpointError(f"{len(weights)} weights for {len(paths)} checkpoints")
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise CheckpointError("weights must be non-negative numbers with a positive sum")
+    weights = [w / sum(weights) for w in weights]
+    first_meta, sums, stored, sources = None, {}, {}, []
+    for path, w in zip(paths, weights):
+        weights_path = _existing_weights(path)
+        meta, tensors = _read_safetensors(weights_path)
+        _check_meta(meta, weights_path, (first_meta or meta).get("kind"))
+        if first_meta is None:
+            first_meta = meta
+            sums = {k: torch.zeros(t.shape) for k, t in tensors.items() if t.is_floating_point()}
+            stored = {k: t for k, t in tensors.items() if not t.is_floating_point()}
+            dtypes = {k: t.dtype for k, t in tensors.items()}
+        else:
+            if meta.get("dims") != first_meta.get("dims"):
+                raise CheckpointError(f"'{weights_path}' has other dims than '{paths[0]}'")
+            if set(tensors) != set(dtypes):
+                raise CheckpointError(f"'{weights_path}' holds other tensors than '{paths[0]}'")
+        for k, t in tensors.items():
+            if k in sums:
+                if t.shape != sums[k].shape:
+                    raise CheckpointError(f"'{weights_path}': {k} has another shape")
+                sums[k] += w * t.float()
+            elif not torch.equal(t, stored[k]):
+                raise CheckpointError(f"'{weights_path}': {k} (not floating point) differs")
+        sources.append(
+            {
+                "path": str(path),
+                "weights_sha256": weights_sha256(weights_path),
+                "weight": round(w, 6),
+            }
+        )
+    out = {k: t.to(dtype or dtypes[k]).contiguous() for k, t in sums.items()}
+    out.update(stored)
+    training = {**first_meta.get("training", {}), "averaged_from": sources}
+    meta = {**first_meta, "training": training}
+    return out, meta
+
+
 def weights_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a checkpoint's safetensors file: the identity of its weights (computed
     from the file, so it is right even if the side JSON was edited or lost)."""

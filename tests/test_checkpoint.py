@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from core.checkpoint import (
+    average_checkpoints,
     dims_from_dict,
     fast_bf16,
     inference_dtype,
@@ -18,6 +19,7 @@ from core.checkpoint import (
     save_model,
     save_tree,
     weights_sha256,
+    write_model_files,
 )
 from core.errors import CheckpointError
 from core.io import atomic_path, write_bytes_atomic, write_json_atomic
@@ -187,3 +189,43 @@ def test_inference_dtype_is_bf16_only_where_asked_or_native():
     assert not fast_bf16("meta")  # nothing but CUDA and the CPU has known bf16 units
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         inference_dtype("cpu", "fp16")
+
+
+def test_average_is_the_weighted_mean_and_names_its_sources(tmp_path):
+    dims = Dims()
+    a, b = Net(dims), Net(dims)
+    pa = save_model(tmp_path / "a", a, dims, kind="toy", training={"steps": 3})
+    pb = save_model(tmp_path / "b", b, dims, kind="toy", dtype=torch.float16)
+    tensors, meta = average_checkpoints([pa, pb], [1.0, 3.0])
+    want = 0.25 * a.proj.weight + 0.75 * b.proj.weight.half().float()
+    torch.testing.assert_close(tensors["proj.weight"], want.detach())
+    assert tensors["proj.weight"].dtype == torch.float32  # stored as the first one stores it
+    assert tensors["steps"].item() == 7  # not averaged: equal in both
+    assert meta["kind"] == "toy" and meta["training"]["steps"] == 3
+    sources = meta["training"]["averaged_from"]
+    assert [s["weight"] for s in sources] == [0.25, 0.75]
+    assert sources[1]["weights_sha256"] == weights_sha256(pb)
+    out = write_model_files(tmp_path / "soup", tensors, meta)
+    loaded = load_model(out, Net, Dims, kind="toy")
+    torch.testing.assert_close(loaded.proj.weight, want.detach())
+    half, _ = average_checkpoints([pa, pa], dtype=torch.float16)
+    assert half["proj.weight"].dtype == torch.float16
+
+
+def test_average_refuses_checkpoints_of_other_models(tmp_path):
+    pa = save_model(tmp_path / "a", Net(Dims()), Dims(), kind="toy")
+    wide = save_model(tmp_path / "w", Net(Dims(width=7)), Dims(width=7), kind="toy")
+    other = save_model(tmp_path / "o", Net(Dims()), Dims(), kind="codec")
+    net = Net(Dims())
+    net.steps.fill_(8)
+    counted = save_model(tmp_path / "c", net, Dims(), kind="toy")
+    for paths, weights, message in [
+        ([pa, wide], None, "other dims"),
+        ([pa, other], None, "'codec' model, not a 'toy' model"),
+        ([pa, counted], None, r"steps \(not floating point\) differs"),
+        ([pa, pa], [1.0], "1 weights for 2 checkpoints"),
+        ([pa, pa], [1.0, -1.0], "non-negative"),
+        ([pa, tmp_path / "missing"], None, "no checkpoint at"),
+    ]:
+        with pytest.raises(CheckpointError, match=message):
+            average_checkpoints(paths, weights)

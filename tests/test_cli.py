@@ -53,6 +53,7 @@ def test_group_without_subcommand_shows_its_help_and_fails(capsys):
         ),
         (["audio", "info", "{tmp}/notaudio.wav"], "cannot read audio"),
         (["check", "--steps", "3"], "--steps must be at least 10"),
+        (["train", "average", "{tmp}/none", "-o", "{tmp}/soup"], "no checkpoint at"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, capsys, argv, message):

@@ -1,4 +1,4 @@
-"""`vocalis train codec|asr|valle`: train the codec, the recogniser or the TTS from a JSON config.
+"""`vocalis train codec|asr|valle|...`: train the codec, the recogniser or the TTS from a JSON config.
 
 This module is the only reader of training config files. A config has these sections,
 each mapped onto a frozen dataclass (unknown keys are refused, naming the key):
@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from vocalis.commands.train_tts import register_valle  # it builds on this module
 
     register_valle(sub)
+    _register_average(sub)
     from vocalis.commands.train_lm import register_asr_lm
 
     register_asr_lm(sub)
@@ -523,4 +524,43 @@ def run_asr(args: argparse.Namespace) -> int:
     if "loss" in last:
         summary = f", loss {last['loss']:.3f}, token accuracy {last['model/token_accuracy']:.3f}"
     print(f"done: step {result.step} in {result.seconds:.1f} s{summary}; model {result.model_path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# Averaging
+
+
+def _register_average(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "average",
+        help="average the weights of checkpoints of one model (a model soup)",
+        description="Write the weighted average of model checkpoints of one kind and the same "
+        "dims (for the recogniser: the same tokenizer), e.g. a fine-tuned model and the model "
+        "it started from. The training record names every source and its weight.",
+    )
+    p.add_argument("checkpoints", nargs="+", help="model checkpoints (.safetensors)")
+    p.add_argument("-o", "--output", required=True, help="the checkpoint to write")
+    p.add_argument(
+        "--weight",
+        type=float,
+        action="append",
+        default=None,
+        help="one per checkpoint, in order (default: equal); they are normalised to sum to 1",
+    )
+    p.add_argument("--fp16", action="store_true", help="store float tensors as fp16")
+    p.set_defaults(handler=run_average)
+
+
+def run_average(args: argparse.Namespace) -> int:
+    import torch
+
+    from core.checkpoint import average_checkpoints, write_model_files
+
+    tensors, meta = average_checkpoints(
+        args.checkpoints, args.weight, dtype=torch.float16 if args.fp16 else None
+    )
+    path = write_model_files(args.output, tensors, meta)
+    weights = ", ".join(f"{s['weight']:g}" for s in meta["training"]["averaged_from"])
+    print(f"averaged {len(args.checkpoints)} {meta['kind']} checkpoints ({weights}) -> {path}")
     return 0
