@@ -218,3 +218,16 @@ def test_a_cpu_run_hands_freed_memory_back_after_every_step(tmp_path, monkeypatc
     monkeypatch.setattr(trainer, "release_free_memory", lambda: calls.append(1) or True)
     Trainer(ToyTask(), _config(tmp_path, max_steps=6, device="cpu"), toy_dataset()).fit()
     assert len(calls) == 6
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_device_has_it(tmp_path, monkeypatch, native):
+    import training.trainer
+
+    monkeypatch.setattr(training.trainer, "fast_bf16", lambda device: native)
+    cpu = torch.device("cpu")
+    assert training.trainer.training_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert training.trainer.training_precision("bf16", cpu) == "bf16"  # as given, with a warning
+    result = Trainer(ToyTask(), _config(tmp_path / "run", precision="auto"), toy_dataset()).fit()
+    meta = read_model_checkpoint(result.model_path, kind="toy", dims_cls=ToyDims).training
+    assert meta["precision"] == ("bf16" if native else "fp32")

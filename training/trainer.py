@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from core.checkpoint import save_model
+from core.checkpoint import fast_bf16, save_model
 from core.io import write_bytes_atomic
 from core.optim import (
     EMA,
@@ -68,7 +68,7 @@ class TrainConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1  # cosine floor, AdamW only
     grad_clip: float = 1.0  # <= 0 measures the norm without clipping
-    precision: str = "fp32"  # one of core.optim.PRECISIONS
+    precision: str = "fp32"  # one of core.optim.PRECISIONS, or "auto" (`training_precision`)
     ema_decay: float = 0.0  # 0 disables the EMA of the first part's weights
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
@@ -89,8 +89,8 @@ class TrainConfig:
                 f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}",
             ),
             (
-                self.precision in PRECISIONS,
-                f"precision must be one of {PRECISIONS}, got {self.precision!r}",
+                self.precision in (*PRECISIONS, "auto"),
+                f"precision must be one of {(*PRECISIONS, 'auto')}, got {self.precision!r}",
             ),
             (
                 0 <= self.warmup_steps <= self.max_steps,
@@ -173,6 +173,14 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fp32 matrix products may use TF32
             torch.backends.cuda.matmul.allow_tf32 = True
         self.dist: DistInfo = init_distributed(self.device.type)
+        self.precision = training_precision(config.precision, self.device)
+        if self.precision == "bf16" and not fast_bf16(self.device):
+            if self.dist.is_main:
+                print(
+                    f"warning: this {self.device.type} has no native bf16 units, so bf16 "
+                    "autocast is emulated (about 10x slower than fp32 on a CPU without AMX "
+                    'or AVX-512 BF16); "precision": "auto" picks fp32 here'
+                )
         if sampler_factory is None:
 
             def sampler_factory(rank: int, world: int) -> RandomBatchSampler:
@@ -307,7 +315,7 @@ class Trainer:
                 sync = (
                     contextlib.nullcontext() if last or not self.dist.enabled else module.no_sync()
                 )
-                with sync, autocast(self.device.type, cfg.precision):
+                with sync, autocast(self.device.type, self.precision):
                     result = self.task.loss(name, _to_device(batch, self.device), self.modules)
                 (result.loss / len(micro)).backward()
                 total += float(result.loss.detach()) / len(micro)
@@ -423,6 +431,7 @@ class Trainer:
             "wall_time_s": round(self.wall_time(), 1),
             "device": _device_name(self.device),
             "processes": self.dist.world_size,
+            "precision": self.precision,
             "effective_batch": self.config.batch_size
             * self.config.grad_accum
             * self.dist.world_size,
@@ -513,6 +522,15 @@ class _Window:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
+
+
+def training_precision(precision: str, device: torch.device) -> str:
+    """The autocast precision a run uses: "auto" is bf16 where the device has native bf16
+    units (`core.checkpoint.fast_bf16`: a bf16 GPU, an AMX or AVX-512 BF16 CPU) and fp32
+    elsewhere, where bf16 is emulated; "fp32" and "bf16" are taken as given."""
+    if precision == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    return precision
 
 
 def _pick_device(name: str) -> torch.device:
