@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from asr.model import SAMPLE_RATE, ASRModel
 from asr.transcribe import TranscribeOptions, transcribe
@@ -42,6 +42,9 @@ class WERRow:
 @dataclass(frozen=True)
 class ASREvalReport:
     rows: list[WERRow]
+    # one per clip and system: set, system, audio, speaker, reference, hypothesis, the
+    # normalised words the WER compares and the clip's word errors
+    transcripts: list[dict] = field(default_factory=list)
 
     def to_markdown(self) -> str:
         lines = [
@@ -115,7 +118,7 @@ def evaluate(
     """WER of every system on every test set, systems side by side per set; with
     `by_speaker`, each set's row is followed by one per speaker of its clips, from the same
     transcripts (test set "<set>: <speaker>"; RTF is the whole set's)."""
-    rows = []
+    rows, transcripts = [], []
     for set_name, clips in test_sets.items():
         seconds = sum(audio_info(c.audio).duration for c in clips)
         for system in systems:
@@ -123,6 +126,24 @@ def evaluate(
             hypotheses = system.run([c.audio for c in clips])
             elapsed = time.perf_counter() - start
             wer, words = word_errors([c.text for c in clips], hypotheses)
+            for clip, hyp in zip(clips, hypotheses):
+                ref_words, hyp_words = normalize_for_wer(clip.text), normalize_for_wer(hyp)
+                clip_wer, clip_words = word_errors([clip.text], [hyp])
+                errors = round(clip_wer * clip_words) if clip_words else len(hyp_words.split())
+                transcripts.append(
+                    {
+                        "system": system.name,
+                        "test_set": set_name,
+                        "audio": str(clip.audio),
+                        "speaker": clip.speaker,
+                        "reference": clip.text,
+                        "hypothesis": hyp,
+                        "reference_normalised": ref_words,
+                        "hypothesis_normalised": hyp_words,
+                        "errors": errors,
+                        "words": clip_words,
+                    }
+                )
             rtf = elapsed / seconds
             rows.append(WERRow(system.name, set_name, wer, len(clips), words, rtf))
             if by_speaker:
@@ -134,4 +155,4 @@ def evaluate(
                     rows.append(WERRow(system.name, name, wer_s, len(mine), words_s, rtf))
             if progress is not None:
                 progress(f"{system.name} on {set_name}: WER {100 * wer:.1f}%")
-    return ASREvalReport(rows)
+    return ASREvalReport(rows, transcripts)

@@ -202,7 +202,17 @@ def test_eval_asr_reports_wer_beside_pocketsphinx(files, capsys, tmp_path):
     two_manifest = str(write_manifest(tmp_path / "two.jsonl", two))
     by = ["eval", "asr", "--checkpoint", checkpoint, "--synth", two_manifest, "--real",
           two_manifest, "--no-baselines", "--beam-size", "1", "--json", "--by-speaker"]  # fmt: skip
-    assert main(by) == 0
+    clip_file = tmp_path / "clips.jsonl"  # --transcripts: every clip's words, for reading
+    assert main([*by, "--transcripts", str(clip_file)]) == 0
+    clips = [json.loads(line) for line in clip_file.read_text().splitlines()]
+    assert [(c["test_set"], c["speaker"], c["words"], c["errors"]) for c in clips] == [
+        ("synthetic, held-out voices", "s", 2, 0),
+        ("synthetic, held-out voices", "s2", 3, 0),
+        ("real: t", "s", 2, 0),
+        ("real: t", "s2", 3, 0),
+    ]
+    assert clips[1]["reference"] == two[1].text
+    assert clips[1]["hypothesis_normalised"] == clips[1]["reference_normalised"]
     rows = json.loads(capsys.readouterr().out)
     assert [(r["test_set"], r["clips"], r["words"]) for r in rows] == [
         ("synthetic, held-out voices", 2, 5),

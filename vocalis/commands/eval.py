@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
+import json
 import sys
 import tempfile
 from collections.abc import Callable
@@ -190,6 +191,12 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
         "band limit (training.rooms.CONDITIONS; seeded per clip, the same every run)",
     )
     asr.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    asr.add_argument(
+        "--transcripts",
+        default=None,
+        help="also write every clip's reference, hypothesis and word errors, per system and "
+        "set, to this JSON Lines file (for reading the errors)",
+    )
     asr.set_defaults(handler=run_asr)
 
 
@@ -321,6 +328,11 @@ def run_asr(args: argparse.Namespace) -> int:
             progress=lambda line: print(line, file=sys.stderr),
             by_speaker=args.by_speaker,
         )
+    if args.transcripts:
+        from core.io import write_bytes_atomic
+
+        lines = "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in report.transcripts)
+        write_bytes_atomic(Path(args.transcripts), lines.encode("utf-8"))
     print(report.to_json() if args.json else report.to_markdown(), end="")
     return 0
 
