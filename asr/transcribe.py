@@ -11,6 +11,11 @@ temperature fallback). A window then moves the input's seek:
 
 Windows quieter than `silence_dbfs` are taken as silence without running the model;
 the others are dropped as no speech by the no-speech rule (`decoding.is_no_speech`).
+
+A window with more than `max_lead` seconds of quiet before its first sound (`first_sound`)
+starts `lead_in` seconds before that sound instead. The recogniser learnt from clips whose
+speech starts within 0.15 s, and half a second of quiet before the first word took its WER
+on held-out synthetic voices from 9.9 % to 20.6 % (10.3 % with the window moved up).
 """
 
 from __future__ import annotations
@@ -48,10 +53,43 @@ class TranscribeOptions:
     fallback: FallbackOptions = FallbackOptions()
     silence_dbfs: float = -60.0  # RMS below this: a silent window, not decoded
     batch_size: int = 8  # windows decoded together
+    # A window with more quiet than `max_lead` s before its first sound (`first_sound`)
+    # starts `lead_in` s before the sound instead; None decodes every window where seek put it.
+    max_lead: float | None = 0.25
+    lead_in: float = 0.1
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.max_lead is not None and not 0 <= self.lead_in <= self.max_lead:
+            raise ValueError(
+                f"lead_in must be in [0, max_lead], got {self.lead_in} with max_lead "
+                f"{self.max_lead}"
+            )
+
+
+def first_sound(window: Tensor, floor_dbfs: float = -60.0, range_db: float = 40.0) -> int | None:
+    """The first sample of `window` (mono 16 kHz) in a 20 ms timestamp step that holds sound
+    (a multiple of 320 samples), or None if none does. A step is sound when its RMS is above
+    `floor_dbfs` and within `range_db` of the window's loudest step."""
+    steps = window.shape[0] // STEP_SAMPLES
+    if steps == 0:
+        return None
+    power = window[: steps * STEP_SAMPLES].reshape(steps, STEP_SAMPLES).pow(2).mean(1)
+    db = 10 * torch.log10(power + 1e-12)
+    sound = torch.nonzero(db > max(floor_dbfs, float(db.max()) - range_db))
+    return int(sound[0]) * STEP_SAMPLES if len(sound) else None
+
+
+def quiet_to_skip(window: Tensor, options: TranscribeOptions) -> int:
+    """Samples of quiet to skip at the start of `window`: 0 unless its first sound comes more
+    than `options.max_lead` s in, else all but `options.lead_in` s of them."""
+    if options.max_lead is None:
+        return 0
+    onset = first_sound(window, options.silence_dbfs)
+    if onset is None or onset <= options.max_lead * SAMPLE_RATE:
+        return 0
+    return onset - round(options.lead_in * SAMPLE_RATE)
 
 
 @dataclass(frozen=True)
@@ -269,6 +307,10 @@ def transcribe_many(
             elif rms_dbfs(window) < options.silence_dbfs:
                 stream.silent(window)
             else:
+                skip = quiet_to_skip(window, options)
+                if skip:
+                    stream.seek += skip
+                    window = stream.reader.window(stream.seek)
                 batch.append((stream, window))
         if batch:
             _decode_round(batch, decode_fn, tokenizer, options)

@@ -2,6 +2,7 @@
 (with a stub decoder), silence and no speech give empty text, batching does not change
 the result, and the txt/srt/vtt/json writers."""
 
+import functools
 import json
 
 import pytest
@@ -17,6 +18,8 @@ from asr.transcribe import (
     TranscribeOptions,
     Transcript,
     WindowReader,
+    first_sound,
+    quiet_to_skip,
     tensor_blocks,
     transcribe,
     transcribe_many,
@@ -50,6 +53,36 @@ def test_long_input_is_windowed_with_seek():
     assert [s.text for s in result.segments] == ["one", "two"] * 3  # "three" never closed
     assert result.segments[-1].end == pytest.approx(70.0)
     assert result.duration == pytest.approx(70.0)
+
+
+def test_a_window_with_long_quiet_before_its_sound_starts_just_before_it():
+    tok = tiny_tokenizer()
+    ts = tok.timestamp_token
+    frames = []
+
+    def stub(mel, lengths, options):
+        frames.extend(lengths.tolist())
+        return [Result([ts(0.0), *tok.encode("one"), ts(1.0)], "", -0.1, 0.0, 0.0, 1.0)]
+
+    quiet = 1e-4 * noise(1.0, seed=1)  # -100 dBFS: below the -60 dBFS floor
+    timed = DecodingOptions(timestamps=True)
+    for audio, max_lead, length, segment in [
+        (torch.cat([quiet, noise(3.0)]), 0.25, 310, (0.9, 1.9)),  # 0.9 s skipped, 0.1 s kept
+        (torch.cat([quiet, noise(3.0)]), None, 400, (0.0, 1.0)),  # decoded as it is
+        (torch.cat([quiet[:3200], noise(3.0)]), 0.25, 320, (0.0, 1.0)),  # 0.2 s: as in training
+    ]:
+        frames.clear()
+        options = TranscribeOptions(timed, max_lead=max_lead)
+        source = functools.partial(tensor_blocks, audio)
+        (result,) = transcribe_many([source], stub, tok, options)
+        assert frames == [length]
+        assert (result.segments[0].start, result.segments[0].end) == pytest.approx(segment)
+        assert result.duration == pytest.approx(audio.shape[0] / SAMPLE_RATE)
+    assert first_sound(torch.cat([quiet, noise(1.0)])) == SAMPLE_RATE
+    assert first_sound(quiet) is None  # nothing above the floor
+    assert quiet_to_skip(quiet, TranscribeOptions()) == 0
+    with pytest.raises(ValueError, match="lead_in"):
+        TranscribeOptions(max_lead=0.1, lead_in=0.2)
 
 
 def test_window_reader_holds_one_window_at_a_time():

@@ -139,5 +139,8 @@ def test_conditions_are_the_same_every_run_and_leave_the_global_rng_alone():
     assert not torch.equal(room, under_condition(wav, SAMPLE_RATE, "room", 4))  # another tail
     phone = under_condition(wav, SAMPLE_RATE, "phone", 3)
     assert _band_energy(phone, 5000, 8000) < 1e-3 * _band_energy(wav, 5000, 8000)
-    with pytest.raises(ValueError, match="condition must be one of room, phone"):
+    pause = under_condition(wav, SAMPLE_RATE, "pause", 3)  # half a second of hiss, then wav
+    assert torch.equal(pause[SAMPLE_RATE // 2 :], wav)
+    assert -72 < 10 * torch.log10(pause[: SAMPLE_RATE // 2].pow(2).mean()) < -68
+    with pytest.raises(ValueError, match="condition must be one of room, phone, pause"):
         under_condition(wav, SAMPLE_RATE, "tunnel", 0)

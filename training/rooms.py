@@ -113,11 +113,14 @@ def filtered(
 
 
 # Fixed conditions for measuring a recogniser (`vocalis eval asr --condition`): a living
-# room heard from across it, and a telephone-band channel.
+# room heard from across it, a telephone-band channel, and a pause before the first word
+# (half a second of a quiet room's hiss, as a recording that starts before its speaker).
 CONDITIONS = {
     "room": {"room": (0.6, 3.0)},
     "phone": {"lowpass_hz": 3400.0},
+    "pause": {},
 }
+PAUSE_SECONDS, PAUSE_DBFS = 0.5, -70.0
 
 
 def under_condition(clip: Tensor, rate: int, condition: str, seed: int) -> Tensor:
@@ -127,6 +130,9 @@ def under_condition(clip: Tensor, rate: int, condition: str, seed: int) -> Tenso
         raise ValueError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if condition == "pause":
+            hiss = 10 ** (PAUSE_DBFS / 20) * torch.randn(round(PAUSE_SECONDS * rate))
+            return torch.cat([hiss, clip])
         return filtered(clip, rate, **CONDITIONS[condition])
 
 

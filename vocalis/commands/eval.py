@@ -149,7 +149,7 @@ def run_codec(args: argparse.Namespace) -> int:
 # under the data root: template sentences, and natural text (`data synth --text wordnet`)
 ASR_SYNTH_MANIFESTS = ("synth/manifest.jsonl", "synth_wordnet/manifest.jsonl")
 ASR_REAL_MANIFESTS = ("imports/librispeech.jsonl", "imports/ljspeech.jsonl")
-ASR_CONDITIONS = ("room", "phone")  # training.rooms.CONDITIONS, named here without torch
+ASR_CONDITIONS = ("room", "phone", "pause")  # training.rooms.CONDITIONS, named here without torch
 
 
 def _register_asr(sub: argparse._SubParsersAction) -> None:
@@ -188,7 +188,8 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also score every set heard under this condition (repeatable): 'room', a "
         "reverberant room (RT60 0.6 s, direct-to-reverberant ratio 3 dB); 'phone', a 3.4 kHz "
-        "band limit (training.rooms.CONDITIONS; seeded per clip, the same every run)",
+        "band limit; 'pause', half a second of quiet hiss (-70 dBFS) before the clip "
+        "(training.rooms.CONDITIONS; seeded per clip, the same every run)",
     )
     asr.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     asr.add_argument(
