@@ -342,6 +342,30 @@ def test_speed_perturbation_changes_tempo_and_keeps_within_the_window():
     assert same is batch.wav
 
 
+def test_a_lead_moves_speech_later_and_its_timestamps_with_it():
+    from training.asr_task import add_lead
+
+    batch = clip_batch((1.0, 0.8))
+    skip = torch.tensor([False, True])
+    off = add_lead(batch.wav, batch.lengths, ASRDataConfig(), skip=skip)
+    assert off[0] is batch.wav and off[2].tolist() == [0, 0]  # off: nothing drawn or moved
+    data = ASRDataConfig(lead_prob=1.0, lead_seconds=(0.5, 0.5), max_seconds=1.2)
+    wav, lengths, leads = add_lead(batch.wav, batch.lengths, data, skip=skip)
+    # 0.5 s would take the 1 s clip past the 1.2 s window: 0.2 s; the skipped item stays
+    assert leads.tolist() == [3200, 0] and lengths.tolist() == [19200, 12800]
+    assert (wav[0, :3200] == 0).all() and torch.equal(wav[0, 3200:19200], batch.wav[0, :16000])
+    assert torch.equal(wav[1, :12800], batch.wav[1, :12800])
+    tok = tiny_tokenizer()
+    ts = tok.timestamp_token
+    timed = target_sequence(tok, TEXTS[0], 1.2, timed=True, no_speech=False, start=0.2)
+    assert timed[2] == ts(0.2) and timed[-2] == ts(1.2)
+    a, b = clip(0, 1.0), clip(1, 0.8)
+    _, seq = packed_example(tok, a, TEXTS[0], b, TEXTS[1], gap=3200, lead_a=1600, lead_b=3200)
+    assert seq[2] == ts(0.1) and ts(1.4) in seq  # b's speech: 1.0 + 0.2 gap + 0.2 lead
+    with pytest.raises(ValueError, match="lead_seconds"):
+        ASRDataConfig(lead_seconds=(0.5, 0.2))
+
+
 def test_noise_is_mixed_at_the_drawn_snr_and_only_under_speech():
     from training.asr_task import add_noise
 
@@ -407,7 +431,12 @@ def test_loss_with_speed_and_noise_augmentation_is_finite():
     torch.manual_seed(0)
     model = tiny_model(seed=2).train()
     data = ASRDataConfig(
-        speed=(0.9, 1.1), noise_prob=0.5, no_speech_prob=0.5, pack_prob=0.5, warp_prob=0.5
+        speed=(0.9, 1.1),
+        noise_prob=0.5,
+        no_speech_prob=0.5,
+        pack_prob=0.5,
+        warp_prob=0.5,
+        lead_prob=0.5,
     )
     task = ASRTask(model, data, SpecAugment())
     for _ in range(3):

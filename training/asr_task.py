@@ -8,7 +8,8 @@ process, so a resumed run repeats exactly what an uninterrupted one would do.
 Targets per item (inputs are the sequence without its last token, targets without its first):
 
     speech, untimed   SOT transcribe notimestamps text... EOT
-    speech, timed     SOT transcribe <|0.00|> text... <|duration|> EOT
+    speech, timed     SOT transcribe <|lead|> text... <|duration|> EOT  (lead: 0 s, or the
+                                                 quiet put before it, `lead_prob`)
     no speech         SOT nospeech EOT          (the audio is replaced by noise or music,
                                                  `training.nonspeech`, down to near silence)
     two utterances    SOT transcribe <|0.00|> text a <|end a|><|start b|> text b <|end b|> EOT
@@ -80,6 +81,12 @@ class ASRDataConfig:
     # synthetic voices stand for many more (`warp_vocal_tract`).
     warp_prob: float = 0.0
     warp: tuple[float, float] = (0.9, 1.1)
+    # Share of speech items that start after a pause drawn in `lead_seconds` (silence, which
+    # the room, noise and music stages then fill as they fill the rest): the synthetic
+    # clips start within 0.15 s of their first sample, and a recogniser trained only on
+    # them loses words when a recording starts earlier or later than that (`add_lead`).
+    lead_prob: float = 0.0
+    lead_seconds: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
         if not 0 < self.max_seconds <= 30.0:
@@ -102,8 +109,12 @@ class ASRDataConfig:
             )
         if not 0.5 <= self.warp[0] <= self.warp[1] <= 2.0:
             raise ValueError(f"warp must be a range within [0.5, 2], got {self.warp}")
+        if not 0.0 <= self.lead_seconds[0] <= self.lead_seconds[1] <= self.max_seconds:
+            raise ValueError(
+                f"lead_seconds must be a range within [0, max_seconds], got {self.lead_seconds}"
+            )
         probs = ("timestamp_prob", "no_speech_prob", "pack_prob", "cut_prob", "noise_prob")
-        for name in probs + ("reverb_prob", "eq_prob", "lowpass_prob", "warp_prob"):
+        for name in probs + ("reverb_prob", "eq_prob", "lowpass_prob", "warp_prob", "lead_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -285,6 +296,28 @@ def perturb_speed(
     return pad_sequence(clips, batch_first=True), out_lengths
 
 
+def add_lead(
+    wav: Tensor, lengths: Tensor, data: ASRDataConfig, *, skip: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A `data.lead_prob` share of the items of `wav` `(B, T)` (not those where `skip` is
+    true) moved later by a pause drawn in `data.lead_seconds`, never past `max_seconds`
+    -> new `(B, T')`, lengths, and each item's pause in samples."""
+    b = wav.shape[0]
+    if data.lead_prob == 0:  # off: no draw, so older configs see the same random numbers
+        return wav, lengths, torch.zeros(b, dtype=torch.long)
+    low, high = data.lead_seconds
+    rows = (torch.rand(b) < data.lead_prob) & ~skip.cpu()
+    seconds = low + (high - low) * torch.rand(b)
+    room = (int(data.max_seconds * SAMPLE_RATE) - lengths.cpu()).clamp(min=0)
+    leads = torch.where(rows, (seconds * SAMPLE_RATE).long(), 0).minimum(room)
+    if not bool(leads.any()):
+        return wav, lengths, leads
+    out = wav.new_zeros(b, int((lengths.cpu() + leads).max()))
+    for row, (n, lead) in enumerate(zip(lengths.tolist(), leads.tolist())):
+        out[row, lead : lead + n] = wav[row, :n]
+    return out, lengths + leads.to(lengths.device), leads
+
+
 def add_noise(wav: Tensor, lengths: Tensor, data: ASRDataConfig, *, skip: Tensor) -> Tensor:
     """A copy of `wav` `(B, T)` with noise or music under a `data.noise_prob` share of its
     items (not those where `skip` is true), at an SNR drawn in `data.snr_db`."""
@@ -305,9 +338,16 @@ def add_noise(wav: Tensor, lengths: Tensor, data: ASRDataConfig, *, skip: Tensor
 
 
 def target_sequence(
-    tokenizer: Tokenizer, text: str, seconds: float, *, timed: bool, no_speech: bool
+    tokenizer: Tokenizer,
+    text: str,
+    seconds: float,
+    *,
+    timed: bool,
+    no_speech: bool,
+    start: float = 0.0,
 ) -> list[int]:
-    """The full token sequence of one training item (see the module docstring)."""
+    """The full token sequence of one training item (see the module docstring); `start`:
+    seconds of quiet before its speech (`add_lead`)."""
     tok = tokenizer
     if no_speech:
         return [tok.sot, tok.no_speech, tok.eot]
@@ -315,7 +355,7 @@ def target_sequence(
     if timed:
         return [
             *tok.prompt(True),
-            tok.timestamp_token(0.0),
+            tok.timestamp_token(start),
             *ids,
             tok.timestamp_token(seconds),
             tok.eot,
@@ -331,14 +371,18 @@ def packed_example(
     text_b: str,
     gap: int,
     keep: int | None = None,
+    lead_a: int = 0,
+    lead_b: int = 0,
 ) -> tuple[Tensor, list[int]]:
     """Two utterances `(T,)` in one timed example: a, `gap` samples of silence, then b (only
-    its first `keep` samples if given: the window cuts b off, so only its start is marked)."""
+    its first `keep` samples if given: the window cuts b off, so only its start is marked).
+    `lead_a` and `lead_b`: samples of quiet at the start of a and of b (`add_lead`)."""
     tok = tokenizer
-    start_b = a.shape[0] + gap
+    lead_b = lead_b if keep is None else min(lead_b, keep)
+    start_b = a.shape[0] + gap + lead_b
     b = b if keep is None else b[:keep]
     wav = torch.cat([a, a.new_zeros(gap), b])  # (T,)
-    seq = [*tok.prompt(True), tok.timestamp_token(0.0), *tok.encode(text_a)]
+    seq = [*tok.prompt(True), tok.timestamp_token(lead_a / SAMPLE_RATE), *tok.encode(text_a)]
     seq += [
         tok.timestamp_token(a.shape[0] / SAMPLE_RATE),
         tok.timestamp_token(start_b / SAMPLE_RATE),
@@ -397,10 +441,13 @@ class ASRTask(TrainTask):
         # convolutions of long waveforms are slow on the CPU and coarse in any case).
         with torch.autocast(batch.wav.device.type, enabled=False):
             wav, clip_lengths = perturb_speed(batch.wav, batch.lengths, self.data, skip=no_speech)
+            wav, clip_lengths, leads = add_lead(wav, clip_lengths, self.data, skip=no_speech)
             wav = colour(wav, clip_lengths, self.data, SAMPLE_RATE, skip=no_speech)
             wav = add_noise(wav, clip_lengths, self.data, skip=no_speech)
             wav = self._replace_with_noise(wav, no_speech)  # (B, T)
-            examples = self._examples(wav, clip_lengths.tolist(), batch.texts, no_speech, timed)
+            examples = self._examples(
+                wav, clip_lengths.tolist(), batch.texts, no_speech, timed, leads.tolist()
+            )
             lengths = torch.tensor([w.shape[0] for w, _ in examples])
             wav = pad_sequence([w for w, _ in examples], batch_first=True)  # (B', T')
             mel, frames = log_mel_features(wav, lengths.to(wav.device))  # (B', M, F), (B',)
@@ -455,8 +502,11 @@ class ASRTask(TrainTask):
         texts: Sequence[str | None],
         no_speech: Tensor,
         timed: Tensor,
+        leads: list[int] | None = None,
     ) -> list[tuple[Tensor, list[int]]]:
-        """(audio `(T,)`, token sequence) per example; items 2p and 2p+1 may become one."""
+        """(audio `(T,)`, token sequence) per example; items 2p and 2p+1 may become one.
+        `leads`: samples of quiet before each item's speech (`add_lead`)."""
+        leads = leads or [0] * len(lengths)
         b, data, tok = len(lengths), self.data, self.tokenizer
         pairs = (b + 1) // 2
         pack = (torch.rand(pairs) < data.pack_prob).tolist()
@@ -475,14 +525,27 @@ class ASRTask(TrainTask):
                     keep = max(1, int(cut_draw[p] * lengths[i + 1])) if cut[p] else None
                     examples.append(
                         packed_example(
-                            tok, clips[i], texts[i], clips[i + 1], texts[i + 1], gap, keep
+                            tok,
+                            clips[i],
+                            texts[i],
+                            clips[i + 1],
+                            texts[i + 1],
+                            gap,
+                            keep,
+                            lead_a=leads[i],
+                            lead_b=leads[i + 1],
                         )
                     )
                     i += 2
                     continue
             seconds = lengths[i] / SAMPLE_RATE
             seq = target_sequence(
-                tok, texts[i], seconds, timed=bool(timed[i]), no_speech=bool(no_speech[i])
+                tok,
+                texts[i],
+                seconds,
+                timed=bool(timed[i]),
+                no_speech=bool(no_speech[i]),
+                start=leads[i] / SAMPLE_RATE,
             )
             examples.append((clips[i], seq))
             i += 1
