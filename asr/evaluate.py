@@ -66,6 +66,17 @@ def normalize_for_wer(text: str) -> str:
     return " ".join(words_of(normalize_text(text)))
 
 
+def _error_count(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(word errors, reference words) of one normalised pair; with no reference words every
+    hypothesis word is an error."""
+    import jiwer
+
+    if not reference:
+        return len(hypothesis.split()), 0
+    out = jiwer.process_words(reference, hypothesis)
+    return out.substitutions + out.deletions + out.insertions, len(reference.split())
+
+
 def word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[float, int]:
     """(WER, reference words) over normalised text; clips with no reference words are left out."""
     import jiwer
@@ -128,8 +139,7 @@ def evaluate(
             wer, words = word_errors([c.text for c in clips], hypotheses)
             for clip, hyp in zip(clips, hypotheses):
                 ref_words, hyp_words = normalize_for_wer(clip.text), normalize_for_wer(hyp)
-                clip_wer, clip_words = word_errors([clip.text], [hyp])
-                errors = round(clip_wer * clip_words) if clip_words else len(hyp_words.split())
+                errors, clip_words = _error_count(ref_words, hyp_words)
                 transcripts.append(
                     {
                         "system": system.name,
