@@ -248,10 +248,12 @@ def decode(
 
 
 def _prompt_pass(
-    model: ASRModel, audio: AudioFeatures, prompt: list[int]
+    model: ASRModel, audio: AudioFeatures, prompt: list[int], beams: int = 1
 ) -> tuple[Tensor, Tensor, object]:
-    """Run the prompt through a fresh cache: last-position logits `(N, V)`, P(no speech) `(N,)`."""
-    n = audio.x.shape[0]
+    """Run the prompt through a fresh cache of `beams` rows per item (each row of one item
+    reads the item's audio, stored once): last-position logits `(N * beams, V)`,
+    P(no speech) `(N * beams,)`."""
+    n = audio.x.shape[0] * beams
     cache = model.new_cache(n)
     tokens = torch.tensor([prompt] * n, device=audio.x.device)  # (N, P)
     logits = model.decoder(tokens, audio, cache).float()  # (N, P, V)
@@ -319,8 +321,7 @@ def _beam_search(
         item_of_row = torch.arange(n_items, device=audio.x.device).repeat_interleave(k)
         state = ctc.start(item_of_row)
         spelling = [(False, False)] * (n_items * k)  # per row: spelled anything, break pending
-    audio = audio.repeat(k)
-    logits, no_speech, cache = _prompt_pass(model, audio, prompt)
+    logits, no_speech, cache = _prompt_pass(model, audio, prompt, beams=k)
     device = logits.device
     # Only beam 0 of each item is alive at the start (the k copies are identical).
     scores = torch.full((n_items * k,), -torch.inf, device=device)
@@ -341,14 +342,28 @@ def _beam_search(
             step_lp = torch.cat([step_lp, logprobs[:, eot_index]], dim=1)
             top_tok = torch.cat([top_tok, eot_index.expand(len(top_tok), 1)], dim=1)
         decoder_total = decoder_sums.unsqueeze(1) + step_lp
+        lm_term = None
+        if lm is not None:
+            contexts = [lm.context(beam) for beam in beams]
+            lm_term = options.lm_weight * lm.score(contexts, top_tok)
         if ctc is None:
             total = scores.unsqueeze(1) + step_lp
         else:
-            ctc_gain, added = _ctc_gains(ctc, speller, state, item_of_row, spelling, top_tok)
+            bound = scores.unsqueeze(1) + (1 - w) * step_lp
+            ctc_gain, added = _ctc_gains(
+                ctc,
+                speller,
+                state,
+                item_of_row,
+                spelling,
+                top_tok,
+                bound if lm_term is None else bound + lm_term,
+                w,
+                k,
+            )
             total = scores.unsqueeze(1) + (1 - w) * step_lp + w * ctc_gain.to(step_lp.dtype)
-        if lm is not None:
-            contexts = [lm.context(beam) for beam in beams]
-            total = total + options.lm_weight * lm.score(contexts, top_tok)
+        if lm_term is not None:
+            total = total + lm_term
         chosen = [
             c
             for item in range(n_items)
@@ -396,21 +411,51 @@ def _ctc_gains(
     item_of_row: Tensor,
     spelling: list[tuple[bool, bool]],
     top_tok: Tensor,
+    bound: Tensor,
+    w: float,
+    k: int,
 ) -> tuple[Tensor, list[list[tuple[list[int], bool]]]]:
-    """log psi(beam + token) - log psi(beam) for every candidate `(N*k, width)` (the last
-    column is end-of-text: log P(transcript == beam) - log psi(beam)), and what each
-    candidate adds to its beam's spelling: (units, break pending)."""
+    """log psi(beam + token) - log psi(beam) for the candidates `(N*k, width)` that can
+    still win (the last column is end-of-text: log P(transcript == beam) - log psi(beam)),
+    -inf for the rest, and what each candidate adds to its beam's spelling: (units, break
+    pending).
+
+    The gain is never positive (a longer prefix is never likelier), so a candidate's
+    total without it, `bound`, is an upper bound on its total. Prefix scores cost a pass
+    over every frame per unit, so they are computed for each item's best candidates by
+    bound first, then for any other candidate whose bound reaches the item's k-th best
+    total so far, until none does. Those left out rank below k continuing beams, so the
+    search takes the same steps as if every candidate had been scored."""
     rows, width = top_tok.shape
     added = [
         [speller.add(*spelling[r], token) for token in top_tok[r, :-1].tolist()]
         for r in range(rows)
     ]
-    source = torch.arange(rows, device=top_tok.device).repeat_interleave(width - 1)
-    psi = ctc.prefix_scores(
-        state, source, item_of_row[source], [units for row in added for units, _ in row]
-    ).view(rows, width - 1)
-    ends = ctc.full(state).unsqueeze(1)  # (N*k, 1)
-    gain = torch.cat([psi, ends], dim=1) - state.psi.unsqueeze(1)
+    gain = torch.full((rows, width), -torch.inf, dtype=torch.float64, device=top_tok.device)
+    gain[:, -1] = ctc.full(state) - state.psi
+    bound = bound[:, :-1].to(torch.float64)  # (N*k, width - 1): the units-adding candidates
+    n_items = rows // k
+    per_item = k * (width - 1)
+    scored = torch.zeros_like(bound, dtype=torch.bool)
+    first = min(k + 2, per_item)
+    while True:
+        total = torch.where(scored, bound + w * gain[:, :-1], -torch.inf)
+        kth = total.view(n_items, per_item).topk(min(k, per_item), dim=1).values[:, -1]
+        # 1e-3: room for rounding in a bound that ties with the k-th total
+        todo = ~scored & (bound > -torch.inf) & (bound >= kth.repeat_interleave(k)[:, None] - 1e-3)
+        if first:  # the first round: only each item's best few by bound
+            by_bound = torch.where(todo, bound, -torch.inf).view(n_items, per_item)
+            best = by_bound.topk(first, dim=1).indices
+            keep = torch.zeros_like(by_bound, dtype=torch.bool).scatter_(1, best, True)
+            todo &= keep.view(rows, width - 1)
+            first = 0
+        if not bool(todo.any()):
+            break
+        r, j = todo.nonzero(as_tuple=True)
+        units = [added[row][col][0] for row, col in zip(r.tolist(), j.tolist())]
+        psi = ctc.prefix_scores(state, r, item_of_row[r], units)
+        gain[r, j] = psi - state.psi[r]
+        scored |= todo
     return gain, added
 
 

@@ -79,13 +79,6 @@ class AudioFeatures:
     lengths: Tensor
     mask: Tensor | None
 
-    def repeat(self, n: int) -> AudioFeatures:
-        """Each item `n` times in a row (for beams)."""
-        mask = None if self.mask is None else self.mask.repeat_interleave(n, 0)
-        return AudioFeatures(
-            self.x.repeat_interleave(n, 0), self.lengths.repeat_interleave(n, 0), mask
-        )
-
 
 def sinusoids(length: int, dim: int, max_timescale: float = 10000.0) -> Tensor:
     """Fixed positions `(length, dim)`: sines in the first half, cosines in the second."""

@@ -402,7 +402,10 @@ class Attention(nn.Module):
     ) -> Tensor:
         """x `(B, T, D)` -> `(B, T, D)`.
 
-        context: `(B, S, Dc)` for cross-attention (optional once a `CrossKVCache` is filled).
+        context: `(B, S, Dc)` for cross-attention (optional once a `CrossKVCache` is filled),
+            or `(C, S, Dc)` with B = C*g: then rows `c*g .. c*g + g - 1` all read context
+            `c` (the beams of one utterance), whose keys and values are computed and read
+            once; a mask is then given per context, `(C|1, H|1, T|1, S)`.
         mask: bool, True = attend, broadcastable to `(B, H, T, Tk)`; with a `KVCache`, Tk
             counts the cached steps plus the new ones.
         is_causal: causal self-attention; with a cache the new queries sit at positions
@@ -416,6 +419,8 @@ class Attention(nn.Module):
             if is_causal:
                 raise ValueError("is_causal is meaningless for cross-attention")
             q, k, v = self._project_cross(x, context, cache)
+            if q.shape[0] != k.shape[0]:
+                return self._shared_context(q, k, v, mask)
             offset = 0
         else:
             if context is not None:
@@ -434,6 +439,31 @@ class Attention(nn.Module):
             q, k, v, mask=mask, is_causal=use_causal_flag, dropout=dropout
         )  # (B, H, T, Dh)
         return self.out(rearrange(out, "b h t d -> b t (h d)"))  # (B, T, D)
+
+    def _shared_context(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Cross-attention where each run of `g` consecutive query rows reads one context
+        row (the beams of one utterance): q `(C*g, H, T, Dh)`, k, v `(C, Hkv, S, Dh)`. The
+        g rows' queries become one row of g*T queries, so each context's keys and values
+        are read once, not g times (cross-attention has no mask among queries, so this is
+        exact). `mask` broadcasts to `(C, H, T, S)` over the contexts."""
+        rows, contexts = q.shape[0], k.shape[0]
+        if rows % contexts != 0:
+            raise ValueError(f"{rows} query rows cannot share {contexts} contexts evenly")
+        if mask is not None and mask.dim() != 4:
+            raise ValueError(f"a mask over shared contexts must be 4-D, got {mask.dim()}-D")
+        if mask is not None and mask.shape[0] not in (1, contexts):
+            raise ValueError(
+                f"a mask over {mask.shape[0]} rows given to {rows} query rows on {contexts} "
+                "shared contexts: pass it per context"
+            )
+        if mask is not None and mask.shape[2] != 1:
+            mask = mask.repeat(1, 1, rows // contexts, 1)  # (C|1, H|1, g*T, S)
+        t = q.shape[2]
+        q = rearrange(q, "(c g) h t d -> c h (g t) d", c=contexts)  # (C, H, g*T, Dh)
+        dropout = self.dropout if self.training else 0.0
+        out = scaled_dot_product_attention(q, k, v, mask=mask, dropout=dropout)
+        out = rearrange(out, "c h (g t) d -> (c g) t (h d)", t=t)  # (C*g, T, H*Dh)
+        return self.out(out)  # (C*g, T, D)
 
     def _project_self(
         self,

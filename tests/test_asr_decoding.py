@@ -252,3 +252,71 @@ def test_spelling_piece_by_piece_equals_spelling_the_text():
             spelled += units
         assert spelled == ctc_chars(text), text
     assert Speller(tok, "pieces").add(False, False, 5) == ([5], False)
+
+
+def _count_prefix_scores(monkeypatch) -> list[int]:
+    from asr.ctc import CTCPrefixScorer
+
+    scored: list[int] = []
+    real = CTCPrefixScorer.prefix_scores
+
+    def counting(self, state, rows, item, added):
+        scored.append(len(rows))
+        return real(self, state, rows, item, added)
+
+    monkeypatch.setattr(CTCPrefixScorer, "prefix_scores", counting)
+    return scored
+
+
+def _score_every_candidate(monkeypatch) -> None:
+    import asr.decoding as decoding
+
+    real = decoding._ctc_gains
+
+    def every_candidate(*args):
+        *rest, bound, w, k = args
+        return real(*rest, torch.zeros_like(bound), w, k)  # all bounds tie: score all
+
+    monkeypatch.setattr(decoding, "_ctc_gains", every_candidate)
+
+
+def _pruned_and_full(model, mel, frames, monkeypatch):
+    options = DecodingOptions(beam_size=4, ctc_weight=0.4, max_tokens=12)
+    scored = _count_prefix_scores(monkeypatch)
+    pruned = decode(model, mel, frames, options)
+    n_pruned = sum(scored)
+    _score_every_candidate(monkeypatch)
+    scored.clear()
+    full = decode(model, mel, frames, options)
+    assert [r.tokens for r in pruned] == [r.tokens for r in full]
+    assert [r.avg_logprob for r in pruned] == pytest.approx([r.avg_logprob for r in full])
+    return n_pruned, sum(scored)
+
+
+@pytest.mark.parametrize("units", ["chars", "pieces"])
+def test_ctc_scores_only_the_candidates_that_can_win(units, monkeypatch):
+    # A prefix score costs a pass over every frame, and a candidate's score without it
+    # bounds its total (the CTC gain is never positive), so the search scores only the
+    # candidates that can still make the beam. It must find exactly what scoring every
+    # candidate finds, here where an untrained model and head give many close candidates.
+    import dataclasses
+
+    from asr.model import ASRModel
+
+    base = tiny_model(seed=3)
+    model = ASRModel(dataclasses.replace(base.dims, ctc_units=units)).eval()
+    torch.manual_seed(4)
+    model.load_state_dict({**base.state_dict(), **model.ctc.state_dict(prefix="ctc.")})
+    mel, frames = torch.randn(3, 80, 60), torch.tensor([60, 44, 30])
+    n_pruned, n_full = _pruned_and_full(model, mel, frames, monkeypatch)
+    assert n_pruned < n_full
+
+
+def test_a_confident_search_needs_few_ctc_scores(monkeypatch):
+    # With a decoder and a head that agree, the favourites settle the beam: most
+    # candidates are never scored.
+    from tests.helpers.asr import TEXTS
+
+    model = _with_ctc_head(TEXTS, monkeypatch)
+    n_pruned, n_full = _pruned_and_full(model, *_clip_mels(), monkeypatch)
+    assert n_pruned < 0.8 * n_full

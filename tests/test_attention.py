@@ -484,3 +484,42 @@ def test_dropout_only_in_training_and_backward_works(path):
         assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
         attn.eval()
         torch.testing.assert_close(attn(x, is_causal=True), attn(x, is_causal=True))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+@pytest.mark.parametrize("per_query_mask", [False, True])
+def test_rows_sharing_a_context_match_the_context_repeated(path, n_kv_heads, per_query_mask):
+    # Beam search: g rows per utterance read one context, given once; the result must be
+    # the same as handing each row its own copy, and the keys/values are projected once
+    # per context, with or without a cache.
+    torch.manual_seed(11)
+    C, g, T, S, D, Dc = 3, 4, 2, 7, 32, 12
+    attn = Attention(D, 4, n_kv_heads, context_dim=Dc, cross=True).double().eval()
+    x = torch.randn(C * g, T, D, dtype=torch.float64)
+    context = torch.randn(C, S, Dc, dtype=torch.float64)
+    mask = padding_mask(torch.tensor([7, 3, 5]), S)  # (C, 1, 1, S)
+    if per_query_mask:
+        mask = mask.expand(C, 1, T, S).clone()
+        mask[:, :, 1, 0] = False  # the second query of every row may not see frame 0
+    rows = []
+    attn.kv.register_forward_hook(lambda _m, inp, _o: rows.append(inp[0].shape[0]))
+    with torch.no_grad(), path_ctx(path):
+        want = attn(x, context=context.repeat_interleave(g, 0), mask=mask.repeat_interleave(g, 0))
+        shared = attn(x, context=context, mask=mask)
+        cache = CrossKVCache()
+        early, late = (mask[:, :, :1], mask[:, :, 1:]) if per_query_mask else (mask, mask)
+        first = attn(x[:, :1], context=context, mask=early, cache=cache)
+        rest = attn(x[:, 1:], mask=late, cache=cache)
+    assert rows == [C * g, C, C]
+    torch.testing.assert_close(shared, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(torch.cat([first, rest], dim=1), want, rtol=1e-10, atol=1e-10)
+
+
+def test_rows_that_cannot_share_contexts_evenly_are_rejected():
+    attn = Attention(16, 2, cross=True)
+    with pytest.raises(ValueError, match="evenly"):
+        attn(torch.randn(5, 1, 16), context=torch.randn(2, 3, 16))
+    per_row = padding_mask(torch.tensor([3, 2, 1, 3]), 3)  # (4, 1, 1, 3): one per query row
+    with pytest.raises(ValueError, match="per context"):
+        attn(torch.randn(4, 1, 16), context=torch.randn(2, 3, 16), mask=per_row)
