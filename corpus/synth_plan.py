@@ -47,7 +47,7 @@ class SynthConfig:
     pitch_jitter: float = 0.08
     varispeed_jitter: float = 0.02  # +-2 % tape-speed change (pitch and formants)
     lufs: float = -23.0
-    text: str = "generated"  # `corpus.sentences`, "wordnet" or a text file (corpus.text_sources)
+    text: str = "generated"  # `corpus.sentences`, "wordnet", "gcide" or a text file (text_sources)
     id_prefix: str = ""  # keeps ids unique when corpora of other text are used together
     revoice: str = ""  # the manifest whose training text `plan_revoice` reads again
 

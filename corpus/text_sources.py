@@ -7,6 +7,12 @@ on real speech. These sources give the voices ordinary English to read instead:
 - `wordnet`: the glosses and example sentences of WordNet 3.0 (Debian `wordnet-base`,
   `/usr/share/wordnet`, WordNet licence): about 166 000 fragments such as "we acquainted
   him with the melancholy truth" or "dry dock that can be submerged under a vessel".
+- `gcide`: the quotations of Webster's Revised Unabridged Dictionary (1913, public domain)
+  as the GNU Collaborative International Dictionary of English carries them (Debian
+  `dict-gcide`, `/usr/share/dictd/gcide.dict.dz`): about 30 000 lines of English prose and
+  verse from the 16th to the 19th century, such as "he abdicates all right to be his own
+  governor". Only quotations marked "[1913 Webster]" are read: the dictionary's later,
+  GPL-licensed additions are left alone.
 - a text file: one sentence or paragraph per line (a user's own domain text).
 
 Fragments are kept only when a voice reads them exactly as written (no abbreviations,
@@ -27,6 +33,8 @@ from corpus.text import normalize_text
 
 WORDNET_ROOT = Path("/usr/share/wordnet")
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
+
+GCIDE_PATH = Path("/usr/share/dictd/gcide.dict.dz")
 
 _QUOTED = re.compile(r'"([^"]*)"')
 _PARENS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
@@ -54,6 +62,48 @@ def wordnet_fragments(root: str | os.PathLike = WORDNET_ROOT) -> list[str]:
                 if definition:
                     fragments.append(definition)
     return fragments
+
+
+# In the dictd text of GCIDE a quotation is a block of lines indented 6 or more spaces, each
+# block after a blank line; its author follows far to the right, on its last line or the
+# next ("--Milton."), then possibly more of the author's name and the source's tag.
+_GCIDE_AUTHOR = re.compile(r"^ {20,}--\S")
+_GCIDE_LAST_LINE = re.compile(r"^( {6,}\S.*?\S) {2,}--[A-Z]")
+_GCIDE_ELISION = re.compile(r"\s*\.\s\.\s\.\s*")
+
+
+def gcide_fragments(path: str | os.PathLike = GCIDE_PATH) -> list[str]:
+    """The quotations of the 1913 Webster in GCIDE, in file order; a quotation with an
+    elision (". . .") is one fragment per side."""
+    import gzip
+
+    path = Path(path)
+    if not path.is_file():
+        raise VocalisError(f"GCIDE not found at '{path}' (apt-get install dict-gcide)")
+    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    fragments: list[str] = []
+    block: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        last = _GCIDE_LAST_LINE.match(line)
+        if last or (_GCIDE_AUTHOR.match(line) and block):
+            quote = block + ([last.group(1)] if last else [])
+            j = i + 1
+            while j < len(lines) and lines[j].startswith(" " * 20) and lines[j].strip():
+                j += 1  # the author's name goes on
+            if quote and j < len(lines) and lines[j].strip() == "[1913 Webster]":
+                text = " ".join(part.strip() for part in quote)
+                fragments.extend(" ".join(p.split()) for p in _GCIDE_ELISION.split(text))
+            block, i = [], j
+            continue
+        if line.startswith(" " * 6) and line.strip() and not line.lstrip().startswith("["):
+            block.append(line)
+        else:
+            block = []
+        i += 1
+    return [f for f in fragments if f]
 
 
 def file_fragments(path: str | os.PathLike) -> list[str]:
@@ -120,9 +170,11 @@ def compose_utterances(
 
 
 def source_fragments(source: str) -> list[str]:
-    """The fragments of a text source: 'wordnet' or the path of a text file."""
+    """The fragments of a text source: 'wordnet', 'gcide' or the path of a text file."""
     if source == "wordnet":
         return wordnet_fragments()
+    if source == "gcide":
+        return gcide_fragments()
     if source == "generated":
         raise ValueError("generated sentences come from corpus.sentences")
     return file_fragments(source)

@@ -1,4 +1,5 @@
-"""Natural text for the synthetic corpus: WordNet and text files (corpus.text_sources)."""
+"""Natural text for the synthetic corpus and the LM: WordNet, GCIDE's quotations and text
+files (corpus.text_sources)."""
 
 import json
 import shutil
@@ -15,6 +16,7 @@ from corpus.text_sources import (
     clean_fragment,
     compose_utterances,
     file_fragments,
+    gcide_fragments,
     wordnet_fragments,
 )
 from corpus.voices import SPEAKERS
@@ -34,6 +36,51 @@ def _fake_wordnet(tmp_path):
     for i, name in enumerate(("data.noun", "data.verb", "data.adj", "data.adv")):
         (tmp_path / name).write_text(WORDNET_LINES if i == 0 else "", encoding="latin-1")
     return tmp_path
+
+
+# Entries in GCIDE's dictd text: a quotation over two lines with its author on a line of
+# its own, one ending on its author's line, one with an author whose name goes on, one of
+# the GPL-licensed additions ([PJC]) and a definition that is not a quotation.
+GCIDE_TEXT = """Abate \\A*bate"\\, v. t.
+   1. To beat down; to overthrow. [Obs.]
+      [1913 Webster]
+
+            The King of Scots . . . sore abated
+            the walls.
+                                                  --Edw. Hall.
+      [1913 Webster]
+
+   2. To lessen; to diminish.
+      [1913 Webster]
+
+            His eye was not dim, nor his force abated.  --Deut. xxxiv.
+      [1913 Webster]
+
+            Bring me the rest of the tale.
+                                                  --Sir W.
+                                                  Scott.
+      [1913 Webster]
+
+            A sentence of our own day.
+                                                  --Someone.
+      [PJC]
+"""
+
+
+def test_gcide_gives_the_1913_quotations_only(tmp_path):
+    import gzip
+
+    path = tmp_path / "gcide.dict.dz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(GCIDE_TEXT)
+    assert gcide_fragments(path) == [
+        "The King of Scots",
+        "sore abated the walls.",
+        "His eye was not dim, nor his force abated.",
+        "Bring me the rest of the tale.",
+    ]
+    with pytest.raises(VocalisError, match="apt-get install dict-gcide"):
+        gcide_fragments(tmp_path / "missing.dz")
 
 
 def test_wordnet_glosses_and_examples_are_read(tmp_path):

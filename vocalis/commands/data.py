@@ -78,7 +78,9 @@ def _register_synth(sub: argparse._SubParsersAction) -> None:
         "--text",
         default="generated",
         help="what the voices read: 'generated' (template sentences), 'wordnet' (WordNet's "
-        "glosses and examples, natural English) or a UTF-8 text file, one sentence per line",
+        "glosses and examples, natural English), 'gcide' (the 1913 Webster's quotations, "
+        "older English prose and verse; Debian dict-gcide) or a UTF-8 text file, one "
+        "sentence per line",
     )
     p.add_argument(
         "--revoice",
@@ -207,10 +209,14 @@ def run_synth(args: argparse.Namespace) -> int:
     text, id_prefix, folder = args.text, "", "synth"
     if text == "wordnet":
         id_prefix, folder = "wn", "synth_wordnet"
+    elif text == "gcide":
+        id_prefix, folder = "gc", "synth_gcide"
     elif text != "generated":
         path = Path(text).expanduser().resolve()
         if not path.is_file():
-            raise VocalisError(f"--text: no such file '{args.text}' (or use generated, wordnet)")
+            raise VocalisError(
+                f"--text: no such file '{args.text}' (or use generated, wordnet, gcide)"
+            )
         text, id_prefix, folder = str(path), "t", f"synth_{path.stem}"
     config = replace(
         SynthConfig(),

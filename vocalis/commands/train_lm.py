@@ -15,7 +15,7 @@ def register_asr_lm(sub: argparse._SubParsersAction) -> None:
         description="Count an interpolated Kneser-Ney n-gram model over the BPE pieces of an "
         "ASR checkpoint's tokenizer, for shallow fusion (vocalis transcribe/eval asr --lm). "
         "Text: the train-split transcripts of --manifest, the text sources of --text "
-        "('wordnet' or a text file, one sentence or paragraph per line) and --templates "
+        "('wordnet', 'gcide' or a text file, one sentence or paragraph per line) and --templates "
         "sentences of the project's grammar. Every sentence of the valid and test splits of "
         "--manifest is held out of all of them.",
     )
@@ -28,7 +28,7 @@ def register_asr_lm(sub: argparse._SubParsersAction) -> None:
         help="manifest (repeatable): train text in, valid and test text held out",
     )
     p.add_argument(
-        "--text", action="append", default=[], help="'wordnet' or a text file (repeatable)"
+        "--text", action="append", default=[], help="'wordnet', 'gcide' or a text file (repeatable)"
     )
     p.add_argument("--templates", type=int, default=0, help="template sentences (default 0)")
     p.add_argument("--order", type=int, default=4, help="longest n-gram (default 4)")
