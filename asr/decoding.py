@@ -349,7 +349,7 @@ def _beam_search(
         if ctc is None:
             total = scores.unsqueeze(1) + step_lp
         else:
-            bound = scores.unsqueeze(1) + (1 - w) * step_lp
+            bound = scores.unsqueeze(1) + (1 - w) * step_lp  # the total without the CTC gain
             ctc_gain, added = _ctc_gains(
                 ctc,
                 speller,
@@ -361,7 +361,7 @@ def _beam_search(
                 w,
                 k,
             )
-            total = scores.unsqueeze(1) + (1 - w) * step_lp + w * ctc_gain.to(step_lp.dtype)
+            total = bound + w * ctc_gain.to(step_lp.dtype)
         if lm_term is not None:
             total = total + lm_term
         chosen = [

@@ -419,8 +419,7 @@ class Attention(nn.Module):
             if is_causal:
                 raise ValueError("is_causal is meaningless for cross-attention")
             q, k, v = self._project_cross(x, context, cache)
-            if q.shape[0] != k.shape[0]:
-                return self._shared_context(q, k, v, mask)
+            q, mask = self._fold_shared_context(q, k.shape[0], mask)
             offset = 0
         else:
             if context is not None:
@@ -437,16 +436,23 @@ class Attention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         out = scaled_dot_product_attention(
             q, k, v, mask=mask, is_causal=use_causal_flag, dropout=dropout
-        )  # (B, H, T, Dh)
-        return self.out(rearrange(out, "b h t d -> b t (h d)"))  # (B, T, D)
+        )  # (B, H, T, Dh), or (C, H, g*T, Dh) for a shared context
+        out = rearrange(out, "c h (g t) d -> (c g) t (h d)", g=x.shape[0] // out.shape[0])
+        return self.out(out)  # (B, T, D)
 
-    def _shared_context(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """Cross-attention where each run of `g` consecutive query rows reads one context
-        row (the beams of one utterance): q `(C*g, H, T, Dh)`, k, v `(C, Hkv, S, Dh)`. The
-        g rows' queries become one row of g*T queries, so each context's keys and values
-        are read once, not g times (cross-attention has no mask among queries, so this is
-        exact). `mask` broadcasts to `(C, H, T, S)` over the contexts."""
-        rows, contexts = q.shape[0], k.shape[0]
+    @staticmethod
+    def _fold_shared_context(
+        q: Tensor, contexts: int, mask: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """q `(C*g, H, T, Dh)` for cross-attention where each run of g consecutive query rows
+        reads one of `contexts` = C context rows (the beams of one utterance) -> q
+        `(C, H, g*T, Dh)` and its mask: the g rows' queries become one row, so each
+        context's keys and values are read once, not g times (cross-attention has no mask
+        among queries, so this is exact). `mask` broadcasts to `(C, H, T, S)` over the
+        contexts. With one query row per context (g = 1) nothing changes."""
+        rows = q.shape[0]
+        if rows == contexts:
+            return q, mask
         if rows % contexts != 0:
             raise ValueError(f"{rows} query rows cannot share {contexts} contexts evenly")
         if mask is not None and mask.dim() != 4:
@@ -458,12 +464,7 @@ class Attention(nn.Module):
             )
         if mask is not None and mask.shape[2] != 1:
             mask = mask.repeat(1, 1, rows // contexts, 1)  # (C|1, H|1, g*T, S)
-        t = q.shape[2]
-        q = rearrange(q, "(c g) h t d -> c h (g t) d", c=contexts)  # (C, H, g*T, Dh)
-        dropout = self.dropout if self.training else 0.0
-        out = scaled_dot_product_attention(q, k, v, mask=mask, dropout=dropout)
-        out = rearrange(out, "c h (g t) d -> (c g) t (h d)", t=t)  # (C*g, T, H*Dh)
-        return self.out(out)  # (C*g, T, D)
+        return rearrange(q, "(c g) h t d -> c h (g t) d", c=contexts), mask
 
     def _project_self(
         self,
