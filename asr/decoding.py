@@ -9,7 +9,9 @@ candidates are re-scored with the CTC prefix scores of `asr.ctc`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -168,6 +170,13 @@ class LogitRules:
         self.last_timestamp = n_audio_frames.tolist()
         self.max_initial = round(options.max_initial_timestamp / TIME_PRECISION)
 
+    def take(self, rows: Sequence[int]) -> LogitRules:
+        """These rules for the given rows only, in that order (the beam search drops the rows
+        of items that have finished)."""
+        out = copy.copy(self)
+        out.last_timestamp = [self.last_timestamp[r] for r in rows]
+        return out
+
     def apply(self, logits: Tensor, sampled: Sequence[Sequence[int]]) -> Tensor:
         """logits `(N, V)` for the next token of each row; `sampled` the rows' tokens so far."""
         logits = logits.float().clone()
@@ -307,9 +316,11 @@ def _beam_search(
 
     Each live beam proposes its best continuations (`k + 1`, or with the CTC head the
     decoder's best `k + 1` (at least 3) and end-of-text, re-scored by it); per item the
-    best `k` that do not end the text live on, and those that end it are kept as finished, until `k` have finished
-    or the token budget is spent. The best finished beam wins (by length-normalised
-    score). Returns (tokens, the decoder's sum of log-probs, P(no speech)) per item."""
+    best `k` that do not end the text live on, and those that end it are kept as finished,
+    until `k` have finished or the token budget is spent. An item with `k` finished beams
+    leaves the batch (its rows are dropped from the cache), so a batch costs what its
+    unfinished items need. The best finished beam wins (by length-normalised score).
+    Returns (tokens, the decoder's sum of log-probs, P(no speech)) per item."""
     k, eot, tok = options.beam_size, model.tokenizer.eot, model.tokenizer
     w = options.ctc_weight
     lm = options.lm if options.fused else None
@@ -322,7 +333,10 @@ def _beam_search(
         state = ctc.start(item_of_row)
         spelling = [(False, False)] * (n_items * k)  # per row: spelled anything, break pending
     logits, no_speech, cache = _prompt_pass(model, audio, prompt, beams=k)
+    no_speech = no_speech[::k].tolist()
     device = logits.device
+    # Rows b*k .. b*k + k - 1 hold the beams of item alive[b].
+    alive = list(range(n_items))
     # Only beam 0 of each item is alive at the start (the k copies are identical).
     scores = torch.full((n_items * k,), -torch.inf, device=device)
     scores[::k] = 0.0
@@ -334,9 +348,9 @@ def _beam_search(
     width = k + 1 if ctc is None else min(max(k + 1, 3), logits.shape[-1] - 1) + 1
     eot_index = torch.tensor([eot], device=device)
     for step in range(max_tokens):
-        logprobs = rules.apply(logits, beams).log_softmax(-1)  # (N*k, V)
+        logprobs = rules.apply(logits, beams).log_softmax(-1)  # (rows, V)
         if ctc is None:
-            step_lp, top_tok = logprobs.topk(width, dim=-1)  # (N*k, width)
+            step_lp, top_tok = logprobs.topk(width, dim=-1)  # (rows, width)
         else:  # end-of-text is always a candidate: the CTC may know the words are over
             step_lp, top_tok = logprobs.index_fill(1, eot_index, -torch.inf).topk(width - 1)
             step_lp = torch.cat([step_lp, logprobs[:, eot_index]], dim=1)
@@ -364,16 +378,22 @@ def _beam_search(
             total = bound + w * ctc_gain.to(step_lp.dtype)
         if lm_term is not None:
             total = total + lm_term
+        total_list, tokens_list = total.tolist(), top_tok.tolist()
+        decoder_list = decoder_total.tolist()
         chosen = [
             c
-            for item in range(n_items)
-            for c in _next_beams(item, k, eot, total, top_tok, decoder_total, beams, finished[item])
+            for block, item in enumerate(alive)
+            for c in _next_beams(
+                block, k, eot, total_list, tokens_list, decoder_list, beams, finished[item]
+            )
         ]
         new_scores, source, column = (list(c) for c in zip(*chosen))
-        next_tokens = [int(top_tok[r, j]) for r, j in zip(source, column)]
+        next_tokens = [tokens_list[r][j] for r, j in zip(source, column)]
         beams = [beams[r] + [t] for r, t in zip(source, next_tokens)]
         scores = torch.tensor(new_scores, device=device)
-        decoder_sums = torch.stack([decoder_total[r, j] for r, j in zip(source, column)])
+        decoder_sums = torch.tensor(
+            [decoder_list[r][j] for r, j in zip(source, column)], device=device
+        )
         if ctc is not None:  # the chosen candidates' forward variables, computed again
             rows = torch.tensor(source, device=device)
             grown = [added[r][j] for r, j in zip(source, column)]
@@ -386,22 +406,48 @@ def _beam_search(
             break
         # Beams move only among the rows of their own utterance, whose audio (and so
         # cross-attention keys and values) are the same.
-        cache.reorder(torch.tensor(source, device=device), cross=False)
-        step_tokens = torch.tensor(next_tokens, device=device).unsqueeze(1)  # (N*k, 1)
+        source_rows = torch.tensor(source, device=device)
+        going = [b for b, item in enumerate(alive) if len(finished[item]) < k]
+        if len(going) < len(alive):  # items with k finished beams leave the batch
+            keep = [b * k + j for b in going for j in range(k)]
+            keep_rows = torch.tensor(keep, device=device)
+            blocks = torch.tensor(going, device=device)
+            cache.select(source_rows[keep_rows], contexts=blocks)
+            audio = _take_items(audio, blocks)
+            alive = [alive[b] for b in going]
+            rules = rules.take(keep)
+            beams = [beams[r] for r in keep]
+            scores, decoder_sums = scores[keep_rows], decoder_sums[keep_rows]
+            next_tokens = [next_tokens[r] for r in keep]
+            if ctc is not None:
+                state = state.take(keep_rows)
+                item_of_row = item_of_row[keep_rows]
+                spelling = [spelling[r] for r in keep]
+        else:
+            cache.reorder(source_rows, cross=False)
+        step_tokens = torch.tensor(next_tokens, device=device).unsqueeze(1)  # (rows, 1)
         logits = model.decoder(step_tokens, audio, cache)[:, -1].float()
     results = []
+    block_of = {item: b for b, item in enumerate(alive)}
     for item in range(n_items):
         pool = list(finished[item])
         if len(pool) < k:  # out of budget: the live beams compete too
-            rows = range(item * k, item * k + k)
+            b = block_of[item]
+            rows = range(b * k, b * k + k)
             pool += [
                 (beams[r], float(scores[r]), float(decoder_sums[r]))
                 for r in rows
                 if scores[r] > -torch.inf
             ]
         tokens, _, decoder_sum = max(pool, key=lambda c: _rank(c, options.length_penalty))
-        results.append((tokens, decoder_sum, float(no_speech[item * k])))
+        results.append((tokens, decoder_sum, no_speech[item]))
     return results
+
+
+def _take_items(audio: AudioFeatures, items: Tensor) -> AudioFeatures:
+    """The features of these items only."""
+    mask = None if audio.mask is None else audio.mask[items]
+    return AudioFeatures(audio.x[items], audio.lengths[items], mask)
 
 
 def _ctc_gains(
@@ -460,35 +506,35 @@ def _ctc_gains(
 
 
 def _next_beams(
-    item: int,
+    block: int,
     k: int,
     eot: int,
-    total: Tensor,
-    top_tok: Tensor,
-    decoder_total: Tensor,
+    total: list[list[float]],
+    top_tok: list[list[int]],
+    decoder_total: list[list[float]],
     beams: list[list[int]],
     finished: list[tuple[list[int], float, float]],
 ) -> list[tuple[float, int, int]]:
-    """The `k` (score, source row, candidate column) that continue `item`'s beams;
-    candidates that end the text go to `finished` (up to `k` of them) with their score and
-    the decoder's sum of log-probs."""
-    rows = range(item * k, item * k + k)
-    width = top_tok.shape[1]
+    """The `k` (score, source row, candidate column) that continue the beams on rows
+    `block*k .. block*k + k - 1` (one item's); candidates that end the text go to the
+    item's `finished` (up to `k` of them) with their score and the decoder's sum of
+    log-probs."""
+    rows = range(block * k, block * k + k)
     candidates = sorted(
-        ((float(total[r, j]), r, j) for r in rows for j in range(width)),
+        ((score, r, j) for r in rows for j, score in enumerate(total[r])),
         key=lambda c: -c[0],
     )
     live: list[tuple[float, int, int]] = []
     for score, row, j in candidates:
-        if score == -torch.inf:
+        if score == -math.inf:
             break
-        if int(top_tok[row, j]) != eot:
+        if top_tok[row][j] != eot:
             if len(live) < k:
                 live.append((score, row, j))
         elif len(finished) < k and len(live) < k:
-            finished.append((beams[row], score, float(decoder_total[row, j])))
+            finished.append((beams[row], score, decoder_total[row][j]))
     while len(live) < k:  # too few candidates survive (a tiny vocabulary): pad with dead beams
-        live.append((-torch.inf, item * k, 0))
+        live.append((-math.inf, block * k, 0))
     return live
 
 

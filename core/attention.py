@@ -307,6 +307,16 @@ class KVCache:
         self.k[:, :, :n].copy_(self.k[:, :, :n].index_select(0, indices))
         self.v[:, :, :n].copy_(self.v[:, :, :n].index_select(0, indices))
 
+    def select(self, indices: Tensor) -> None:
+        """Keep only the rows `indices` (any number, in that order): new buffers of
+        `len(indices)` rows, with the steps cached so far copied."""
+        n = self.length
+        k = self.k.new_zeros((len(indices), *self.k.shape[1:]))
+        v = self.v.new_zeros((len(indices), *self.v.shape[1:]))
+        k[:, :, :n] = self.k[:, :, :n].index_select(0, indices)
+        v[:, :, :n] = self.v[:, :, :n].index_select(0, indices)
+        self.k, self.v = k, v
+
 
 class CrossKVCache:
     """Cross-attention keys/values of ONE layer, computed from the context once and reused.

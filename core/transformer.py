@@ -130,6 +130,16 @@ class TransformerCache:
             if cross and layer.cross_kv is not None:
                 layer.cross_kv.reorder(indices)
 
+    def select(self, rows: Tensor, contexts: Tensor | None = None) -> None:
+        """Keep only the batch rows `rows` (any number, in that order): beam search drops
+        the rows of items that have finished. `contexts` are the cross-attention rows to
+        keep when they differ from `rows` (a context shared by several rows); None: the
+        same as `rows`."""
+        for layer in self.layers:
+            layer.self_kv.select(rows)
+            if layer.cross_kv is not None:
+                layer.cross_kv.reorder(rows if contexts is None else contexts)
+
 
 # ---------------------------------------------------------------------------------------------
 # Blocks

@@ -12,7 +12,15 @@ from asr.decoding import DecodingOptions, decode
 from asr.model import ASRModel, load_asr, log_mel_features, save_asr
 from asr.tokenizer import N_TIMESTAMPS, SPECIALS, Tokenizer
 from core.errors import CheckpointError
-from tests.helpers.asr import TEXTS, clip, clip_batch, one_thread, tiny_model, tiny_tokenizer
+from tests.helpers.asr import (
+    TEXTS,
+    clip,
+    clip_batch,
+    one_thread,
+    overfitted,
+    tiny_model,
+    tiny_tokenizer,
+)
 
 _threads = pytest.fixture(autouse=True)(one_thread)
 
@@ -70,6 +78,35 @@ def test_beam_search_decodes_a_batch_like_single_items():
         alone = decode(model, mel[row : row + 1, :, :n], frames[row : row + 1], options)[0]
         assert alone.tokens == together[row].tokens
         assert alone.avg_logprob == pytest.approx(together[row].avg_logprob, abs=1e-4)
+
+
+def test_items_that_finish_leave_the_batch_and_nothing_changes(monkeypatch):
+    # The short clip's beams finish first; its rows leave the cache (and the CTC state) while
+    # the long clips on both sides of it go on. Every item reads as it does alone.
+    from core.transformer import TransformerCache
+
+    model, _ = overfitted("chars")
+    batch = clip_batch()
+    mel, frames = log_mel_features(batch.wav, batch.lengths)
+    order = torch.tensor([1, 0, 1])
+    mel, frames = mel[order], frames[order]
+    kept: list[int] = []
+    select = TransformerCache.select
+    monkeypatch.setattr(
+        TransformerCache,
+        "select",
+        lambda self, rows, contexts=None: (kept.append(len(rows)), select(self, rows, contexts)),
+    )
+    options = DecodingOptions(beam_size=3, ctc_weight=0.3)
+    together = decode(model, mel, frames, options)
+    assert kept, "no item left the batch early"
+    assert [r.text for r in together] == [TEXTS[1], TEXTS[0], TEXTS[1]]
+    for row in range(3):
+        n = int(frames[row])
+        alone = decode(model, mel[row : row + 1, :, :n], frames[row : row + 1], options)[0]
+        assert alone.tokens == together[row].tokens
+        assert alone.avg_logprob == pytest.approx(together[row].avg_logprob, abs=1e-4)
+        assert alone.no_speech_prob == pytest.approx(together[row].no_speech_prob, abs=1e-5)
 
 
 def test_tokenizer_round_trip_and_special_tokens():

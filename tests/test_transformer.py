@@ -244,6 +244,23 @@ def test_cache_limits_reset_and_reorder():
         Transformer(16, 3, 2)(x, cache=cache)
 
 
+def test_selecting_fewer_rows_equals_decoding_only_those():
+    # Beam search drops finished items: a cache cut to some rows (with their contexts,
+    # here shared by two rows each) goes on exactly as a batch of only those rows.
+    torch.manual_seed(7)
+    model = Transformer(16, 2, 2, cross_attention=True).eval()
+    x, context = torch.randn(6, 4, 16), torch.randn(3, 2, 16)
+    cache = model.new_cache(6, 4)
+    with torch.no_grad():
+        model(x[:, :3], is_causal=True, context=context, cache=cache)
+        rows, contexts = torch.tensor([5, 4, 0, 1]), torch.tensor([2, 0])
+        cache.select(rows, contexts=contexts)
+        assert cache.length == 3 and cache.layers[0].self_kv.k.shape[0] == 4
+        step = model(x[rows, 3:], is_causal=True, context=context[contexts], cache=cache)
+        full = model(x[rows], is_causal=True, context=context[[2, 2, 0, 0]])
+    torch.testing.assert_close(step, full[:, 3:], rtol=1e-5, atol=1e-6)
+
+
 def test_bfloat16_decoding_runs():
     torch.manual_seed(8)
     model = Transformer(32, 2, 4, 2).to(torch.bfloat16).eval()
