@@ -144,6 +144,44 @@ def test_batched_transcription_equals_one_at_a_time(tmp_path):
     assert together[1].duration == pytest.approx(0.7)
 
 
+def test_workers_transcribe_like_one_worker_and_give_the_threads_back(tmp_path):
+    # Two threads, each with its own batches, deal out seven inputs of different lengths
+    # (one of them silent): the transcripts come back in input order, as one worker's.
+    model = tiny_model(seed=2)
+    inputs = [clip(k % 2, 0.3 + 0.15 * k) for k in range(6)]
+    inputs.insert(3, torch.zeros(SAMPLE_RATE))
+    options = TranscribeOptions(
+        DecodingOptions(max_tokens=8), FallbackOptions((0.0,)), batch_size=2, workers=1
+    )
+    one = list(transcribe(model, inputs, options))
+    threads = torch.get_num_threads()
+    two = list(transcribe(model, inputs, TranscribeOptions(**{**vars(options), "workers": 2})))
+    assert torch.get_num_threads() == threads
+    assert [t.text for t in two] == [t.text for t in one]
+    assert two[3].text == "" and all(t.text for k, t in enumerate(two) if k != 3)
+    assert [t.duration for t in two] == pytest.approx([t.duration for t in one])
+
+
+def test_a_workers_error_reaches_the_caller(tmp_path):
+    model = tiny_model(seed=2)
+    broken = tmp_path / "broken.wav"
+    broken.write_text("not audio")
+    inputs = [clip(0, 0.5), clip(1, 0.5), str(broken), clip(0, 0.4)]
+    options = TranscribeOptions(DecodingOptions(max_tokens=4), FallbackOptions((0.0,)))
+    errors = []
+    for workers in (1, 2):
+        with pytest.raises(Exception) as caught:
+            list(
+                transcribe(
+                    model, inputs, TranscribeOptions(**{**vars(options), "workers": workers})
+                )
+            )
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1]
+    with pytest.raises(ValueError, match="workers"):
+        TranscribeOptions(workers=0)
+
+
 TRANSCRIPT = Transcript(
     segments=(
         Segment(0.0, 2.5, "Hello world.", -0.2, 0.01, 0.0, 1.1),

@@ -18,6 +18,7 @@ from vocalis.commands.transcribe import (
     add_ctc_weight_argument,
     add_lm_arguments,
     add_precision_argument,
+    add_workers_argument,
 )
 
 DEFAULT_MANIFESTS = ("imports/ljspeech.jsonl", "imports/librispeech.jsonl")  # under the data root
@@ -174,6 +175,7 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
     add_lm_arguments(asr, repeatable=True)
     add_precision_argument(asr)
     asr.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    add_workers_argument(asr)
     asr.add_argument("--device", default="cpu", help="torch device (default cpu)")
     asr.add_argument("--no-baselines", action="store_true", help="skip pocketsphinx")
     asr.add_argument(
@@ -252,6 +254,7 @@ def run_asr(args: argparse.Namespace) -> int:
     from vocalis.commands.transcribe import (
         check_ctc_weight,
         check_lm_weight,
+        check_workers,
         checked_for_model,
         load_fusion_lm,
     )
@@ -260,6 +263,7 @@ def run_asr(args: argparse.Namespace) -> int:
         raise VocalisError(f"--max-clips must be positive, got {args.max_clips}")
     if args.beam_size < 1 or args.batch_size < 1:
         raise VocalisError("--beam-size and --batch-size must be at least 1")
+    check_workers(args.workers)
     for weight in args.ctc_weight or []:
         check_ctc_weight(weight)
     for weight in args.lm_weight or []:
@@ -307,7 +311,9 @@ def run_asr(args: argparse.Namespace) -> int:
             lm_weight=lm_weight,
         )
         decoding = checked_for_model(decoding, model)
-        options = TranscribeOptions(decoding=decoding, batch_size=args.batch_size)
+        options = TranscribeOptions(
+            decoding=decoding, batch_size=args.batch_size, workers=args.workers
+        )
         ctc = f", CTC {decoding.ctc_weight:g}" if model.ctc is not None else ""
         fused = f", LM {lm_weight:g}" if lm is not None else ""
         label = f"vocalis ({name}, {precision}{ctc}{fused})"

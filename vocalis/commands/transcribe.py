@@ -74,6 +74,7 @@ def _common(parser: argparse.ArgumentParser, *, beam_size: int, lm: str) -> None
     parser.add_argument("--no-timestamps", action="store_true", help="decode without timestamps")
     parser.add_argument("--no-fallback", action="store_true", help="no temperature fallback")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    add_workers_argument(parser)
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     add_precision_argument(parser)
 
@@ -136,6 +137,24 @@ def load_fusion_lm(choice: str, model):
     return lm
 
 
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding threads, each with its own batches (default: on a CPU one per torch "
+        "thread, at most 4)",
+    )
+
+
+def check_workers(workers: int | None) -> None:
+    """A one-line error for --workers below 1."""
+    from core.errors import VocalisError
+
+    if workers is not None and workers < 1:
+        raise VocalisError(f"--workers must be at least 1, got {workers}")
+
+
 def check_ctc_weight(weight: float | None) -> None:
     """A one-line error for a --ctc-weight outside [0, 1)."""
     from core.errors import VocalisError
@@ -184,6 +203,7 @@ def _options(args: argparse.Namespace, *, timestamps: bool):
         raise VocalisError(f"--beam-size must be at least 1, got {args.beam_size}")
     if args.batch_size < 1:
         raise VocalisError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_workers(args.workers)
     check_ctc_weight(args.ctc_weight)
     check_lm_weight(args.lm_weight)
     fallback = FallbackOptions(temperatures=(0.0,)) if args.no_fallback else FallbackOptions()
@@ -194,6 +214,7 @@ def _options(args: argparse.Namespace, *, timestamps: bool):
         decoding=decoding,
         fallback=fallback,
         batch_size=args.batch_size,
+        workers=args.workers,
     )
 
 
