@@ -162,6 +162,18 @@ def test_workers_transcribe_like_one_worker_and_give_the_threads_back(tmp_path):
     assert [t.duration for t in two] == pytest.approx([t.duration for t in one])
 
 
+def test_workers_by_default_one_per_cpu_thread_and_full_batch():
+    from asr.transcribe import default_workers
+
+    options = TranscribeOptions(batch_size=8)
+    assert default_workers("cpu", 2, 80, options) == 2
+    assert default_workers("cpu", 16, 80, options) == 4  # at most 4
+    assert default_workers("cpu", 2, 4, options) == 1  # fewer inputs than one batch
+    assert default_workers("cpu", 2, 9, options) == 2
+    assert default_workers("cpu", 1, 80, options) == 1
+    assert default_workers("cuda", 8, 80, options) == 1
+
+
 def test_a_workers_error_reaches_the_caller(tmp_path):
     model = tiny_model(seed=2)
     broken = tmp_path / "broken.wav"

@@ -143,7 +143,7 @@ def add_workers_argument(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="decoding threads, each with its own batches (default: on a CPU one per torch "
-        "thread, at most 4)",
+        "thread, at most 4 and at most one per full batch of inputs)",
     )
 
 
