@@ -162,6 +162,22 @@ def test_workers_transcribe_like_one_worker_and_give_the_threads_back(tmp_path):
     assert [t.duration for t in two] == pytest.approx([t.duration for t in one])
 
 
+def test_leaving_a_parallel_transcription_early_stops_its_workers():
+    import threading
+
+    model = tiny_model(seed=2)
+    inputs = [clip(k % 2, 0.4) for k in range(8)]
+    options = TranscribeOptions(
+        DecodingOptions(max_tokens=4), FallbackOptions((0.0,)), batch_size=1, workers=2
+    )
+    threads, running = torch.get_num_threads(), threading.active_count()
+    results = transcribe(model, inputs, options)
+    first = next(results)
+    results.close()  # the caller wants no more
+    assert first.duration == pytest.approx(0.4)
+    assert torch.get_num_threads() == threads and threading.active_count() == running
+
+
 def test_workers_by_default_one_per_cpu_thread_and_full_batch():
     from asr.transcribe import default_workers
 
