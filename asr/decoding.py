@@ -394,10 +394,12 @@ def _beam_search(
         decoder_sums = torch.tensor(
             [decoder_list[r][j] for r, j in zip(source, column)], device=device
         )
+        source_rows = torch.tensor(source, device=device)
         if ctc is not None:  # the chosen candidates' forward variables, computed again
-            rows = torch.tensor(source, device=device)
             grown = [added[r][j] for r, j in zip(source, column)]
-            state = ctc.extend(state, rows, item_of_row[rows], [units for units, _ in grown])
+            state = ctc.extend(
+                state, source_rows, item_of_row[source_rows], [units for units, _ in grown]
+            )
             spelling = [
                 (spelling[r][0] or bool(units), pending)
                 for r, (units, pending) in zip(source, grown)
@@ -406,7 +408,6 @@ def _beam_search(
             break
         # Beams move only among the rows of their own utterance, whose audio (and so
         # cross-attention keys and values) are the same.
-        source_rows = torch.tensor(source, device=device)
         going = [b for b, item in enumerate(alive) if len(finished[item]) < k]
         if len(going) < len(alive):  # items with k finished beams leave the batch
             keep = [b * k + j for b in going for j in range(k)]
