@@ -1,6 +1,7 @@
 """vocalis speech recognition: a Whisper-style encoder-decoder (`ASRModel`), its BPE
 tokenizer with Whisper's special tokens, decoding (greedy, beam search, temperature
-fallback) and long-form transcription in 30-second windows.
+fallback) and long-form transcription: pieces of at most 10 s cut at pauses and decoded in
+batches (or Whisper's 30-second windows with seek).
 
 Importing `asr` pulls in torch and the `tokenizers` library, never training code.
 """

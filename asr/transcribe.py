@@ -12,6 +12,14 @@ temperature fallback). A window then moves the input's seek:
 Windows quieter than `silence_dbfs` are taken as silence without running the model;
 the others are dropped as no speech by the no-speech rule (`decoding.is_no_speech`).
 
+By default (`TranscribeOptions.chunk_seconds`) long audio is not decoded in Whisper's 30 s
+windows moved by the decoded timestamps but in pieces of about one utterance: audio longer
+than `chunk_seconds` is cut at the first pause of at least `pause_seconds` (`first_pause`),
+or failing one at the quietest 100 ms of the piece's second half (`chunk_end`); each piece
+is a segment. The recogniser learnt from utterances of up to 15 s; on 30 s windows of
+continuous reading it lost its place and looped. Pieces do not depend on what was decoded,
+so the pieces of one long input are decoded together in one batch.
+
 A window with more than `max_lead` seconds of quiet before its first sound (`first_sound`)
 starts `lead_in` seconds before that sound instead. The recogniser learnt from clips whose
 speech starts within 0.15 s, and half a second of quiet before the first word took its WER
@@ -25,9 +33,10 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from asr.decoding import (
@@ -47,6 +56,11 @@ WINDOW_SECONDS = 30.0
 WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
 STEP_SAMPLES = int(TIME_PRECISION * SAMPLE_RATE)  # one timestamp step: 320 samples
 MIN_WINDOW_SAMPLES = 2 * HOP_LENGTH  # a shorter tail is not worth a window
+DEFAULT_CHUNK_SECONDS = 15.0
+DEFAULT_PAUSE_SECONDS = 0.4
+PAUSE_STEPS = 5  # a pause to cut at: the quietest run of this many 20 ms steps (100 ms)
+PAUSE_RISE_DB = 15.0  # a pause step: within this of the quietest step ...
+PAUSE_DEPTH_DB = 25.0  # ... and at least this below the loud ones
 
 
 @dataclass(frozen=True)
@@ -63,8 +77,28 @@ class TranscribeOptions:
     # starts `lead_in` s before the sound instead; None decodes every window where seek put it.
     max_lead: float | None = 0.25
     lead_in: float = 0.1
+    # Longer audio is cut at pauses into pieces of at most this many seconds, decoded
+    # independently (several of one input in a batch), each a segment; an input no longer
+    # is decoded whole. None decodes 30 s windows moved by the decoded timestamps (Whisper's
+    # long-form rule).
+    chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS
+    # Audio longer than a piece is cut at the first pause of at least this many seconds
+    # once the piece holds `min_piece_seconds` (`first_pause`), so that a piece is about
+    # one utterance, as the recogniser learnt; None: at the quietest point of its second half.
+    pause_seconds: float | None = DEFAULT_PAUSE_SECONDS
+    min_piece_seconds: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.chunk_seconds is not None and not 1.0 <= self.chunk_seconds <= WINDOW_SECONDS:
+            raise ValueError(
+                f"chunk_seconds must be in [1, {WINDOW_SECONDS:g}] or None, got {self.chunk_seconds}"
+            )
+        if self.pause_seconds is not None and not 0 < self.pause_seconds <= 5.0:
+            raise ValueError(f"pause_seconds must be in (0, 5] or None, got {self.pause_seconds}")
+        if self.chunk_seconds is not None and not 0 < self.min_piece_seconds < self.chunk_seconds:
+            raise ValueError(
+                f"min_piece_seconds must be in (0, chunk_seconds), got {self.min_piece_seconds}"
+            )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 1:
@@ -76,17 +110,92 @@ class TranscribeOptions:
             )
 
 
+def _step_power(audio: Tensor, steps: int) -> Tensor:
+    """Mean power of the first `steps` 20 ms steps of `audio` `(T,)` -> `(steps,)`."""
+    return audio[: steps * STEP_SAMPLES].reshape(steps, STEP_SAMPLES).pow(2).mean(1)
+
+
+def _sound_steps(window: Tensor, floor_dbfs: float, range_db: float) -> Tensor:
+    """Indices of the 20 ms steps of `window` that hold sound: RMS above `floor_dbfs` and
+    within `range_db` of the loudest step."""
+    steps = window.shape[0] // STEP_SAMPLES
+    if steps == 0:
+        return torch.zeros(0, dtype=torch.long)
+    db = 10 * torch.log10(_step_power(window, steps) + 1e-12)
+    return torch.nonzero(db > max(floor_dbfs, float(db.max()) - range_db)).view(-1)
+
+
 def first_sound(window: Tensor, floor_dbfs: float = -60.0, range_db: float = 40.0) -> int | None:
     """The first sample of `window` (mono 16 kHz) in a 20 ms timestamp step that holds sound
     (a multiple of 320 samples), or None if none does. A step is sound when its RMS is above
     `floor_dbfs` and within `range_db` of the window's loudest step."""
-    steps = window.shape[0] // STEP_SAMPLES
-    if steps == 0:
-        return None
-    power = window[: steps * STEP_SAMPLES].reshape(steps, STEP_SAMPLES).pow(2).mean(1)
-    db = 10 * torch.log10(power + 1e-12)
-    sound = torch.nonzero(db > max(floor_dbfs, float(db.max()) - range_db))
+    sound = _sound_steps(window, floor_dbfs, range_db)
     return int(sound[0]) * STEP_SAMPLES if len(sound) else None
+
+
+def sound_span(audio: Tensor, floor_dbfs: float = -60.0, range_db: float = 40.0) -> tuple[int, int]:
+    """(first, end) sample of the sound in `audio`, on the 20 ms steps of `first_sound`;
+    the whole of it when no step holds sound."""
+    sound = _sound_steps(audio, floor_dbfs, range_db)
+    if not len(sound):
+        return 0, audio.shape[0]
+    return int(sound[0]) * STEP_SAMPLES, min(audio.shape[0], (int(sound[-1]) + 1) * STEP_SAMPLES)
+
+
+def first_pause(
+    window: Tensor, min_samples: int, max_samples: int, pause_seconds: float
+) -> int | None:
+    """The middle of the first pause in `window` whose middle lies in [min_samples,
+    max_samples], or None. A pause is a run of at least `pause_seconds` of 20 ms steps
+    within `PAUSE_RISE_DB` of the window's quietest step (taken as no lower than -70 dBFS,
+    the room's noise rather than digital silence) and at least `PAUSE_DEPTH_DB` below its
+    loud steps (the 95th percentile): with no step that quiet there is no pause."""
+    steps = window.shape[0] // STEP_SAMPLES
+    need = max(1, round(pause_seconds / TIME_PRECISION))
+    if steps < need:
+        return None
+    db = 10 * torch.log10(_step_power(window, steps) + 1e-12)  # (steps,)
+    loud = float(torch.quantile(db, 0.95))
+    level = min(max(float(db.min()), -70.0) + PAUSE_RISE_DB, loud - PAUSE_DEPTH_DB)
+    quiet = (db <= level).int()
+    # runs of quiet steps: (start, length)
+    edges = torch.diff(quiet, prepend=quiet.new_zeros(1), append=quiet.new_zeros(1))
+    starts = torch.nonzero(edges == 1).view(-1).tolist()
+    ends = torch.nonzero(edges == -1).view(-1).tolist()
+    for a, b in zip(starts, ends):
+        middle = (a + b) * STEP_SAMPLES // 2
+        if b - a >= need and min_samples <= middle <= max_samples:
+            return middle
+        if middle > max_samples:
+            break
+    return None
+
+
+def chunk_end(
+    window: Tensor,
+    max_samples: int,
+    min_samples: int | None = None,
+    pause_seconds: float | None = None,
+) -> int:
+    """Where a piece of at most `max_samples` that starts at `window[0]` ends: all of
+    `window` when it is no longer than that (the input's rest: an utterance the model can
+    take whole is not cut); else, with `pause_seconds`, in the middle of the first pause
+    (`first_pause`) past `min_samples`; else in the middle of the quietest run of
+    `PAUSE_STEPS` 20 ms steps (by mean power) in the second half of `max_samples`, the
+    earliest of equals."""
+    if window.shape[0] <= max_samples:
+        return window.shape[0]
+    if pause_seconds is not None:
+        low = max_samples // 2 if min_samples is None else min_samples
+        pause = first_pause(window, low, max_samples, pause_seconds)
+        if pause is not None:
+            return pause
+    steps = max_samples // STEP_SAMPLES
+    run = F.avg_pool1d(_step_power(window, steps).view(1, 1, steps), PAUSE_STEPS, stride=1)
+    run = run.view(-1)  # (steps - PAUSE_STEPS + 1,): mean power of steps i .. i + 4
+    lowest = steps // 2
+    i = lowest + int(run[lowest:].argmin())
+    return (i + PAUSE_STEPS // 2) * STEP_SAMPLES + STEP_SAMPLES // 2
 
 
 def quiet_to_skip(window: Tensor, options: TranscribeOptions) -> int:
@@ -239,6 +348,7 @@ class _Stream:
     logprob_sum: float = 0.0
     token_count: int = 0
     no_speech: list[float] = field(default_factory=list)
+    exhausted: bool = False  # every piece of the input has been handed out (piece mode)
 
     def result(self) -> Transcript:
         return Transcript(
@@ -252,12 +362,79 @@ class _Stream:
         self.no_speech.append(1.0)
         self.seek += window.shape[0]
 
-    def apply(
-        self, window: Tensor, result: DecodingResult, tokenizer: Tokenizer, opts: TranscribeOptions
-    ) -> None:
+    def next_piece(self, options: TranscribeOptions) -> tuple[int, Tensor] | None:
+        """The next piece to decode (its first sample in the input, its audio), cut at a
+        pause (`chunk_end`), with the seek moved past it; silent windows and pieces are
+        passed over. None, and `exhausted` set, when the input has no more."""
+        assert options.chunk_seconds is not None
+        max_samples = round(options.chunk_seconds * SAMPLE_RATE)
+        while True:
+            window = self.reader.window(self.seek)
+            if window.shape[0] < MIN_WINDOW_SAMPLES:
+                self.exhausted = True
+                return None
+            if rms_dbfs(window) < options.silence_dbfs:
+                self.silent(window)
+                continue
+            skip = quiet_to_skip(window, options)
+            if skip:
+                self.seek += skip
+                window = self.reader.window(self.seek)
+            start = self.seek
+            end = chunk_end(
+                window,
+                max_samples,
+                round(options.min_piece_seconds * SAMPLE_RATE),
+                options.pause_seconds,
+            )
+            piece = window[:end]
+            self.seek += end
+            if rms_dbfs(piece) < options.silence_dbfs:
+                self.no_speech.append(1.0)
+                continue
+            return start, piece
+
+    def _count(self, result: DecodingResult) -> None:
         self.no_speech.append(result.no_speech_prob)
         self.logprob_sum += result.avg_logprob * (len(result.tokens) + 1)
         self.token_count += len(result.tokens) + 1
+
+    def _segment(self, start: float, end: float, text: str, result: DecodingResult) -> Segment:
+        return Segment(
+            start=round(start, 3),
+            end=round(end, 3),
+            text=text,
+            avg_logprob=result.avg_logprob,
+            no_speech_prob=result.no_speech_prob,
+            temperature=result.temperature,
+            compression_ratio=result.compression_ratio,
+        )
+
+    def apply_piece(
+        self,
+        start: int,
+        piece: Tensor,
+        result: DecodingResult,
+        tokenizer: Tokenizer,
+        opts: TranscribeOptions,
+    ) -> None:
+        """A decoded piece: one segment over its sound (timestamp tokens, if any, dropped)."""
+        self._count(result)
+        if is_no_speech(result, opts.fallback):
+            return
+        text = tokenizer.decode([t for t in result.tokens if not tokenizer.is_timestamp(t)])
+        if text:
+            first, end = sound_span(piece, opts.silence_dbfs)
+            self.segments.append(
+                self._segment(
+                    (start + first) / SAMPLE_RATE, (start + end) / SAMPLE_RATE, text, result
+                )
+            )
+
+    def apply(
+        self, window: Tensor, result: DecodingResult, tokenizer: Tokenizer, opts: TranscribeOptions
+    ) -> None:
+        self._count(result)
         length = window.shape[0]
         if is_no_speech(result, opts.fallback):
             self.seek += length
@@ -268,14 +445,8 @@ class _Stream:
             text = tokenizer.decode(tokens)
             if text:
                 self.segments.append(
-                    Segment(
-                        start=round(offset + min(start, window_end), 3),
-                        end=round(offset + min(end, window_end), 3),
-                        text=text,
-                        avg_logprob=result.avg_logprob,
-                        no_speech_prob=result.no_speech_prob,
-                        temperature=result.temperature,
-                        compression_ratio=result.compression_ratio,
+                    self._segment(
+                        offset + min(start, window_end), offset + min(end, window_end), text, result
                     )
                 )
         advance = length
@@ -310,22 +481,15 @@ def transcribe_many(
                 exhausted = True
             else:
                 active.append(_Stream(item[0], WindowReader(item[1]())))
-        batch: list[tuple[_Stream, Tensor]] = []
-        for stream in list(active):
-            window = stream.reader.window(stream.seek)
-            if window.shape[0] < MIN_WINDOW_SAMPLES:
-                active.remove(stream)
-                done[stream.index] = stream.result()
-            elif rms_dbfs(window) < options.silence_dbfs:
-                stream.silent(window)
-            else:
-                skip = quiet_to_skip(window, options)
-                if skip:
-                    stream.seek += skip
-                    window = stream.reader.window(stream.seek)
-                batch.append((stream, window))
+        if options.chunk_seconds is None:
+            batch = _window_round(active, done, options)
+        else:
+            batch = _piece_round(active, options)
         if batch:
             _decode_round(batch, decode_fn, tokenizer, options)
+        for stream in [s for s in active if s.exhausted]:
+            active.remove(stream)
+            done[stream.index] = stream.result()
         while next_out in done:
             yield done.pop(next_out)
             next_out += 1
@@ -397,20 +561,64 @@ def transcribe_parallel(
         torch.set_num_threads(threads_before)
 
 
+_Round = list[tuple[_Stream, int, Tensor]]  # (stream, first sample of the audio, audio)
+
+
+def _window_round(
+    active: list[_Stream], done: dict[int, Transcript], options: TranscribeOptions
+) -> _Round:
+    """One 30 s window from the seek of each active input; finished inputs go to `done`."""
+    batch: _Round = []
+    for stream in list(active):
+        window = stream.reader.window(stream.seek)
+        if window.shape[0] < MIN_WINDOW_SAMPLES:
+            active.remove(stream)
+            done[stream.index] = stream.result()
+        elif rms_dbfs(window) < options.silence_dbfs:
+            stream.silent(window)
+        else:
+            skip = quiet_to_skip(window, options)
+            if skip:
+                stream.seek += skip
+                window = stream.reader.window(stream.seek)
+            batch.append((stream, stream.seek, window))
+    return batch
+
+
+def _piece_round(active: list[_Stream], options: TranscribeOptions) -> _Round:
+    """Up to `batch_size` pieces, dealt one per input in turn, so that a single long input
+    fills the batch with its own pieces and several inputs share it."""
+    batch: _Round = []
+    wanting = [s for s in active if not s.exhausted]
+    while wanting and len(batch) < options.batch_size:
+        for stream in list(wanting):
+            if len(batch) == options.batch_size:
+                break
+            piece = stream.next_piece(options)
+            if piece is None:
+                wanting.remove(stream)
+            else:
+                batch.append((stream, *piece))
+    return batch
+
+
 def _decode_round(
-    batch: list[tuple[_Stream, Tensor]],
-    decode_fn: DecodeFn,
-    tokenizer: Tokenizer,
-    options: TranscribeOptions,
+    batch: _Round, decode_fn: DecodeFn, tokenizer: Tokenizer, options: TranscribeOptions
 ) -> None:
-    lengths = torch.tensor([w.shape[0] for _, w in batch])
+    lengths = torch.tensor([w.shape[0] for _, _, w in batch])
     wav = torch.zeros(len(batch), int(lengths.max()))  # (B, T)
-    for row, (_, window) in enumerate(batch):
-        wav[row, : window.shape[0]] = window
+    for row, (_, _, audio) in enumerate(batch):
+        wav[row, : audio.shape[0]] = audio
     mel, frames = log_mel_features(wav, lengths)  # (B, M, F), (B,)
-    results = decode_with_fallback(decode_fn, mel, frames, options.decoding, options.fallback)
-    for (stream, window), result in zip(batch, results):
-        stream.apply(window, result, tokenizer, options)
+    decoding = options.decoding
+    if options.chunk_seconds is not None and decoding.timestamps:
+        decoding = replace(decoding, timestamps=False)  # a piece is a segment
+    results = decode_with_fallback(decode_fn, mel, frames, decoding, options.fallback)
+    for (stream, start, audio), result in zip(batch, results):
+        if options.chunk_seconds is None:
+            stream.apply(audio, result, tokenizer, options)
+        else:
+            stream.apply_piece(start, audio, result, tokenizer, options)
 
 
 def default_workers(

@@ -65,6 +65,10 @@ def test_transcribe_errors_are_one_line(files, capsys, tmp_path):
     _one_line_error(capsys, "no ASR model at")
     assert main(["transcribe", hello, "--model", checkpoint, "--beam-size", "0"]) == 2
     _one_line_error(capsys, "--beam-size must be at least 1")
+    assert main(["transcribe", hello, "--model", checkpoint, "--chunk-seconds", "0.5"]) == 2
+    _one_line_error(capsys, "--chunk-seconds must be 0 or in [1, 30]")
+    assert main(["transcribe", hello, "--model", checkpoint, "--pause-seconds", "-1"]) == 2
+    _one_line_error(capsys, "--pause-seconds must be 0 or in (0, 5]")
 
 
 def test_without_a_shipped_asr_the_error_names_the_warm_start(files, capsys, tmp_path, monkeypatch):
@@ -259,6 +263,28 @@ def test_eval_asr_scores_each_set_again_under_each_condition(files, capsys, tmp_
     with pytest.raises(SystemExit):
         main([*argv, "--condition", "tunnel"])
     assert "invalid choice: 'tunnel'" in capsys.readouterr().err
+
+
+def test_eval_asr_long_form_joins_each_speakers_clips_into_one_recording(files, capsys, tmp_path):
+    _, checkpoint, audio = files
+    utts = _test_clips(audio)
+    manifest = str(write_manifest(tmp_path / "test.jsonl", utts))
+    argv = ["eval", "asr", "--checkpoint", checkpoint, "--synth", manifest, "--real", manifest,
+            "--no-baselines",
+            "--beam-size", "1", "--json", "--long-form", "--transcripts", str(tmp_path / "t.jsonl"),
+            "--chunk-seconds", "10", "--chunk-seconds", "0"]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    sets = ["synthetic, held-out voices", "real: t"]
+    sets += [f"{name}, long-form" for name in sets]  # one speaker: one recording of both clips
+    assert [(r["test_set"], r["clips"], r["words"]) for r in rows] == [
+        (name, clips, 5) for name, clips in zip(sets, [2, 2, 1, 1]) for _ in range(2)
+    ]
+    assert "pieces 10 s" in rows[0]["system"] and "30 s windows" in rows[1]["system"]
+    lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    joined = [t for t in lines if t["test_set"] == "real: t, long-form"][0]
+    assert joined["reference"] == " ".join(u.text for u in utts)
+    assert joined["hypothesis"]  # the overfitted model hears its two clips in the recording
 
 
 def test_a_model_with_a_ctc_head_keeps_it_and_decodes_with_it(files, capsys, tmp_path):

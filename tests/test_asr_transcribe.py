@@ -45,7 +45,9 @@ def test_long_input_is_windowed_with_seek():
         tokens += [ts(25.0), *tok.encode("three")]  # cut by the window: seek to 25 s
         return [Result(tokens, "", -0.1, 0.0, 0.0, 1.0) for _ in range(mel.shape[0])]
 
-    options = TranscribeOptions(DecodingOptions(timestamps=True), FallbackOptions())
+    options = TranscribeOptions(
+        DecodingOptions(timestamps=True), FallbackOptions(), chunk_seconds=None
+    )
     source = lambda: tensor_blocks(noise(70), block_samples=SAMPLE_RATE)  # noqa: E731
     (result,) = list(transcribe_many([source], stub, tok, options))
     assert windows == [3000, 3000, 2000]  # windows at 0, 25 and 50 s; the last holds 20 s
@@ -72,7 +74,7 @@ def test_a_window_with_long_quiet_before_its_sound_starts_just_before_it():
         (torch.cat([quiet[:3200], noise(3.0)]), 0.25, 320, (0.0, 1.0)),  # 0.2 s: as in training
     ]:
         frames.clear()
-        options = TranscribeOptions(timed, max_lead=max_lead)
+        options = TranscribeOptions(timed, max_lead=max_lead, chunk_seconds=None)
         source = functools.partial(tensor_blocks, audio)
         (result,) = transcribe_many([source], stub, tok, options)
         assert frames == [length]
@@ -83,6 +85,133 @@ def test_a_window_with_long_quiet_before_its_sound_starts_just_before_it():
     assert quiet_to_skip(quiet, TranscribeOptions()) == 0
     with pytest.raises(ValueError, match="lead_in"):
         TranscribeOptions(max_lead=0.1, lead_in=0.2)
+
+
+def _speech_with_pauses(parts):
+    """Noise bursts (seconds) separated by quiet gaps (negative seconds), -100 dBFS."""
+    quiet = lambda seconds: 1e-5 * noise(seconds, seed=9)  # noqa: E731
+    return torch.cat([noise(p, seed=k) if p > 0 else quiet(-p) for k, p in enumerate(parts)])
+
+
+def test_chunk_end_cuts_at_the_quietest_pause_in_the_second_half():
+    from asr.transcribe import chunk_end
+
+    ten = 10 * SAMPLE_RATE
+    audio = _speech_with_pauses([3.0, -0.5, 4.0, -0.4, 5.0])  # pauses at 3-3.5 s, 7.5-7.9 s
+    end = chunk_end(audio, ten)
+    assert 7.5 * SAMPLE_RATE < end < 7.9 * SAMPLE_RATE  # the pause at 3 s lies in the first half
+    assert chunk_end(audio[:ten], ten) == ten  # the input's rest fits: all of it
+    end = chunk_end(noise(20.0), ten)  # no pause anywhere: still at most 10 s, at least 5
+    assert 5 * SAMPLE_RATE <= end <= ten
+
+
+def test_first_pause_is_the_first_long_enough_quiet_past_the_least_piece():
+    from asr.transcribe import chunk_end, first_pause
+
+    second = SAMPLE_RATE
+    audio = _speech_with_pauses([1.0, -0.2, 1.5, -0.5, 4.0, -0.6, 3.0])  # 1-1.2, 2.7-3.2, 7.2-7.8 s
+    at = lambda *args: first_pause(audio, *args) / second  # noqa: E731
+    assert at(second, 10 * second, 0.4) == pytest.approx(2.95, abs=0.02)
+    assert at(second // 2, 10 * second, 0.1) == pytest.approx(1.1, abs=0.02)  # the short one
+    assert at(4 * second, 10 * second, 0.4) == pytest.approx(7.5, abs=0.02)
+    assert first_pause(audio, 4 * second, 7 * second, 0.4) is None  # its middle is past 7 s
+    assert first_pause(noise(10.0), second, 10 * second, 0.1) is None  # no quiet at all
+    # quiet only 10 dB below the speech is no pause (a noisy room's level, not a gap)
+    shallow = torch.cat([noise(2.0), 0.3 * noise(1.0, seed=5), noise(2.0, seed=6)])
+    assert first_pause(shallow, second, 10 * second, 0.4) is None
+    # pieces: at the first pause past 1 s, when the rest is longer than a piece
+    assert chunk_end(audio, 10 * second, second, 0.4) / second == pytest.approx(2.95, abs=0.02)
+    assert chunk_end(audio[: 5 * second], 10 * second, second, 0.4) == 5 * second
+
+
+def test_by_default_long_audio_is_cut_at_pauses_into_pieces_of_about_an_utterance():
+    tok = tiny_tokenizer()
+    frames = []
+
+    def stub(mel, lengths, options):
+        frames.extend(lengths.tolist())
+        return [Result(tok.encode("one"), "one", -0.1, 0.0, 0.0, 1.0)] * mel.shape[0]
+
+    # pieces of at most 15 s (the default): the 0.5 s and 0.4 s pauses cut, the 0.3 s one
+    # is no pause
+    audio = _speech_with_pauses([4.0, -0.5, 5.0, -0.3, 7.0, -0.4, 3.0])
+    (result,) = transcribe_many([functools.partial(tensor_blocks, audio)], stub, tok)
+    cuts = [(s.start, s.end) for s in result.segments]
+    assert [round(a, 1) for a, _ in cuts] == [0.0, 4.5, 17.2]
+    assert [round(b, 1) for _, b in cuts] == [4.0, 16.8, 20.2]
+    # pieces of at most 10 s: after the first cut no 0.4 s pause comes within 10 s, so the
+    # quietest point of the piece's second half cuts, the 0.3 s pause
+    frames.clear()
+    ten = TranscribeOptions(chunk_seconds=10.0)
+    (result,) = transcribe_many([functools.partial(tensor_blocks, audio)], stub, tok, ten)
+    cuts = [(s.start, s.end) for s in result.segments]
+    assert [round(a, 1) for a, _ in cuts] == [0.0, 4.5, 9.8, 17.2]
+    assert [round(b, 1) for _, b in cuts] == [4.0, 9.5, 16.8, 20.2]
+    # an input no longer than a piece is decoded whole, pauses and all: an utterance the
+    # model can take whole is not cut
+    frames.clear()
+    (result,) = transcribe_many(
+        [functools.partial(tensor_blocks, audio[: 9 * SAMPLE_RATE])], stub, tok, ten
+    )
+    assert frames == [900] and len(result.segments) == 1
+    with pytest.raises(ValueError, match="pause_seconds"):
+        TranscribeOptions(pause_seconds=0.0)
+    with pytest.raises(ValueError, match="min_piece_seconds"):
+        TranscribeOptions(chunk_seconds=5.0, min_piece_seconds=6.0)
+
+
+def test_a_long_input_is_cut_at_pauses_and_its_pieces_share_one_batch():
+    tok = tiny_tokenizer()
+    words = ["one", "two", "three", "four"]
+    batches, frames = [], []
+
+    def stub(mel, lengths, options):
+        assert not options.timestamps  # a piece is a segment: no timestamp tokens
+        batches.append(mel.shape[0])
+        frames.extend(lengths.tolist())
+        out = []
+        for row in range(mel.shape[0]):
+            text = words[len(frames) - mel.shape[0] + row]
+            out.append(Result(tok.encode(text), text, -0.1, 0.0, 0.0, 1.0))
+        return out
+
+    # pauses at 4-4.5, 9.5-9.8, 16.8-17.2 s; 10 s pieces: cut at 9.5-9.8 and 16.8-17.2 s
+    audio = _speech_with_pauses([4.0, -0.5, 5.0, -0.3, 7.0, -0.4, 3.0])
+    options = TranscribeOptions(
+        DecodingOptions(timestamps=True), FallbackOptions(), chunk_seconds=10.0, pause_seconds=None
+    )
+    source = lambda: tensor_blocks(audio, block_samples=SAMPLE_RATE)  # noqa: E731
+    (result,) = list(transcribe_many([source], stub, tok, options))
+    assert batches == [3]  # the pieces of one input are decoded together
+    assert [s.text for s in result.segments] == ["one", "two", "three"]
+    # every sample once, but for quiet skipped before a piece's sound (`quiet_to_skip`)
+    assert audio.shape[0] / 160 - 30 <= sum(frames) <= audio.shape[0] / 160
+    assert all(n <= 1000 for n in frames)
+    cuts = [(s.start, s.end) for s in result.segments]
+    assert cuts[0][0] == 0.0 and 9.0 < cuts[0][1] <= 9.52  # the pause's quiet is left out
+    assert 9.78 <= cuts[1][0] <= 9.82 and 16.78 <= cuts[1][1] <= 16.82
+    assert 17.18 <= cuts[2][0] <= 17.22 and cuts[2][1] == pytest.approx(20.2)
+    assert result.duration == pytest.approx(20.2)
+
+
+def test_pieces_of_inputs_are_dealt_in_turn_and_transcripts_stay_in_order():
+    tok = tiny_tokenizer()
+    batches = []
+
+    def stub(mel, lengths, options):
+        batches.append([round(n / 100) for n in lengths.tolist()])
+        return [Result(tok.encode("one"), "one", -0.1, 0.0, 0.0, 1.0)] * mel.shape[0]
+
+    long = _speech_with_pauses([4.0, -0.5, 5.0, -0.3, 7.0, -0.4, 3.0])  # three pieces
+    sources = [functools.partial(tensor_blocks, x) for x in (long, noise(2.0), long)]
+    options = TranscribeOptions(batch_size=4, chunk_seconds=10.0, pause_seconds=None)
+    results = list(transcribe_many(sources, stub, tok, options))
+    assert [len(r.segments) for r in results] == [3, 1, 3]
+    assert [r.duration for r in results] == pytest.approx([20.2, 2.0, 20.2])
+    # round 1: a piece of each input in turn, then the first input's next; round 2: the rest
+    assert batches == [[10, 2, 10, 7], [3, 7, 3]]
+    with pytest.raises(ValueError, match="chunk_seconds"):
+        TranscribeOptions(chunk_seconds=0.5)
 
 
 def test_window_reader_holds_one_window_at_a_time():

@@ -185,7 +185,11 @@ def judge_systems(
     except CheckpointError as e:
         notes.append(f"vocalis ASR unavailable ({e}): its WER columns are skipped")
     else:
-        options = TranscribeOptions(decoding=DecodingOptions(beam_size=5, timestamps=False))
+        # Each clip decoded whole, as before pieces were cut at pauses (2026-12-07), so the
+        # judge's figures stay comparable across sessions.
+        options = TranscribeOptions(
+            decoding=DecodingOptions(beam_size=5, timestamps=False), chunk_seconds=None
+        )
         systems.append(vocalis_system(model, options, name="vocalis ASR"))
     return systems, notes
 

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from vocalis.commands.say import add_sampling_arguments, sampling_options
 from vocalis.commands.transcribe import (
+    add_chunk_argument,
     add_ctc_weight_argument,
     add_lm_arguments,
+    add_pause_argument,
     add_precision_argument,
     add_workers_argument,
 )
@@ -174,7 +176,11 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
     add_ctc_weight_argument(asr, repeatable=True)
     add_lm_arguments(asr, repeatable=True)
     add_precision_argument(asr)
-    asr.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    asr.add_argument(
+        "--batch-size", type=int, default=8, help="pieces or windows per batch (default 8)"
+    )
+    add_chunk_argument(asr, repeatable=True)
+    add_pause_argument(asr, repeatable=True)
     add_workers_argument(asr)
     asr.add_argument("--device", default="cpu", help="torch device (default cpu)")
     asr.add_argument("--no-baselines", action="store_true", help="skip pocketsphinx")
@@ -192,6 +198,12 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
         "reverberant room (RT60 0.6 s, direct-to-reverberant ratio 3 dB); 'phone', a 3.4 kHz "
         "band limit; 'pause', half a second of quiet hiss (-70 dBFS) before the clip "
         "(training.rooms.CONDITIONS; seeded per clip, the same every run)",
+    )
+    asr.add_argument(
+        "--long-form",
+        action="store_true",
+        help="also score every set as long recordings: each speaker's clips of the set joined "
+        "into one, 0.4 s of quiet hiss (-70 dBFS) between clips, the references joined alike",
     )
     asr.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     asr.add_argument(
@@ -256,7 +268,9 @@ def run_asr(args: argparse.Namespace) -> int:
         check_lm_weight,
         check_workers,
         checked_for_model,
+        chunk_seconds,
         load_fusion_lm,
+        pause_seconds,
     )
 
     if args.max_clips <= 0:
@@ -268,6 +282,10 @@ def run_asr(args: argparse.Namespace) -> int:
         check_ctc_weight(weight)
     for weight in args.lm_weight or []:
         check_lm_weight(weight)
+    for value in args.chunk_seconds or []:
+        chunk_seconds(value)
+    for value in args.pause_seconds or []:
+        pause_seconds(value)
     root = default_data_root()
     synths = (
         [Path(p) for p in args.synth] if args.synth else [root / m for m in ASR_SYNTH_MANIFESTS]
@@ -302,7 +320,9 @@ def run_asr(args: argparse.Namespace) -> int:
     lm = load_fusion_lm(args.lm, model)
     lm_weights = (args.lm_weight or [DEFAULT_LM_WEIGHT]) if lm is not None else [0.0]
     systems = []
-    for weight, lm_weight in itertools.product(args.ctc_weight or [None], lm_weights):
+    chunks, pauses = args.chunk_seconds or [None], args.pause_seconds or [None]
+    grid = itertools.product(args.ctc_weight or [None], lm_weights, chunks, pauses)
+    for weight, lm_weight, chunk, pause in grid:
         decoding = DecodingOptions(
             beam_size=args.beam_size,
             timestamps=False,
@@ -312,11 +332,22 @@ def run_asr(args: argparse.Namespace) -> int:
         )
         decoding = checked_for_model(decoding, model)
         options = TranscribeOptions(
-            decoding=decoding, batch_size=args.batch_size, workers=args.workers
+            decoding=decoding,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            chunk_seconds=chunk_seconds(chunk),
+            pause_seconds=pause_seconds(pause),
         )
         ctc = f", CTC {decoding.ctc_weight:g}" if model.ctc is not None else ""
         fused = f", LM {lm_weight:g}" if lm is not None else ""
-        label = f"vocalis ({name}, {precision}{ctc}{fused})"
+        pieces = ""
+        if args.chunk_seconds:
+            secs = options.chunk_seconds
+            pieces = ", 30 s windows" if secs is None else f", pieces {secs:g} s"
+        if args.pause_seconds and options.chunk_seconds is not None:
+            secs = options.pause_seconds
+            pieces += ", no pause cuts" if secs is None else f", pauses {secs:g} s"
+        label = f"vocalis ({name}, {precision}{ctc}{fused}{pieces})"
         systems.append(vocalis_system(model, options, name=label))
     baseline = None if args.no_baselines else pocketsphinx_system()
     if baseline is not None:
@@ -329,6 +360,10 @@ def run_asr(args: argparse.Namespace) -> int:
             for set_name, clips in clean:
                 here = Path(folder) / f"{len(test_sets):02d}"
                 test_sets[f"{set_name}, {condition}"] = _under_condition(clips, condition, here)
+        if args.long_form:
+            for set_name, clips in clean:
+                here = Path(folder) / f"{len(test_sets):02d}"
+                test_sets[f"{set_name}, long-form"] = _joined(clips, here)
         report = evaluate(
             test_sets,
             systems,
@@ -342,6 +377,33 @@ def run_asr(args: argparse.Namespace) -> int:
         write_bytes_atomic(Path(args.transcripts), lines.encode("utf-8"))
     print(report.to_json() if args.json else report.to_markdown(), end="")
     return 0
+
+
+def _joined(clips: list, folder: Path, gap_seconds: float = 0.4) -> list:
+    """One clip per speaker of `clips`: that speaker's clips in their order, joined by
+    `gap_seconds` of -70 dBFS hiss (seeded, the same every run) and written to `folder` as
+    16 kHz wav, with their references joined by spaces."""
+    import torch
+
+    from asr.evaluate import Clip
+    from asr.model import SAMPLE_RATE
+    from core.audio import load_audio, save_audio
+
+    folder.mkdir(parents=True)
+    by_speaker: dict[str, list] = {}
+    for clip in clips:
+        by_speaker.setdefault(clip.speaker, []).append(clip)
+    out = []
+    for n, (speaker, mine) in enumerate(by_speaker.items()):
+        g = torch.Generator().manual_seed(n)
+        gap = int(gap_seconds * SAMPLE_RATE)
+        parts = []
+        for clip in mine:
+            parts.append(load_audio(clip.audio, SAMPLE_RATE)[0].mean(0))  # (T,)
+            parts.append(10 ** (-70 / 20) * torch.randn(gap, generator=g))  # RMS -70 dBFS
+        path = save_audio(folder / f"{n:03d}.wav", torch.cat(parts[:-1]), SAMPLE_RATE)
+        out.append(Clip(str(path), " ".join(c.text for c in mine), speaker))
+    return out
 
 
 def _under_condition(clips: list, condition: str, folder: Path) -> list:

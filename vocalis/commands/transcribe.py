@@ -13,8 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     transcribe = subparsers.add_parser(
         "transcribe",
         help="transcribe audio files with the speech recogniser",
-        description="Transcribe audio files of any length and rate (30-second windows with "
-        "seek, several files decoded in one batch). Silence gives empty text. Without -o "
+        description="Transcribe audio files of any length and rate: audio longer than "
+        "--chunk-seconds is cut at pauses into pieces (one segment each), and pieces of one "
+        "file or of several are decoded in one batch. Silence gives empty text. Without -o "
         "the result goes to stdout.",
     )
     transcribe.add_argument("files", nargs="+", help="audio files")
@@ -71,9 +72,17 @@ def _common(parser: argparse.ArgumentParser, *, beam_size: int, lm: str) -> None
     )
     add_ctc_weight_argument(parser)
     add_lm_arguments(parser, default=lm)
-    parser.add_argument("--no-timestamps", action="store_true", help="decode without timestamps")
+    add_chunk_argument(parser)
+    add_pause_argument(parser)
+    parser.add_argument(
+        "--no-timestamps",
+        action="store_true",
+        help="decode without timestamp tokens (with --chunk-seconds 0; pieces never use them)",
+    )
     parser.add_argument("--no-fallback", action="store_true", help="no temperature fallback")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="pieces or windows per batch (default 8)"
+    )
     add_workers_argument(parser)
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     add_precision_argument(parser)
@@ -184,6 +193,66 @@ def add_precision_argument(parser: argparse.ArgumentParser, what: str = "the wei
     )
 
 
+def add_chunk_argument(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
+    from asr.transcribe import DEFAULT_CHUNK_SECONDS
+
+    parser.add_argument(
+        "--chunk-seconds",
+        type=float,
+        action="append" if repeatable else "store",
+        default=None,
+        help="cut longer audio at pauses into pieces of at most this many seconds, decoded "
+        "independently and in batches, one segment each; 0: 30 s windows moved by the decoded "
+        f"timestamps instead (default {DEFAULT_CHUNK_SECONDS:g}"
+        + ("; repeatable: one row per value)" if repeatable else ")"),
+    )
+
+
+def add_pause_argument(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
+    from asr.transcribe import DEFAULT_PAUSE_SECONDS
+
+    parser.add_argument(
+        "--pause-seconds",
+        type=float,
+        action="append" if repeatable else "store",
+        default=None,
+        help="audio longer than --chunk-seconds is cut at the first pause at least this long "
+        "once a piece holds 1 s, so each piece is about one utterance; 0: at the quietest "
+        f"point of the piece's second half (default {DEFAULT_PAUSE_SECONDS:g}"
+        + ("; repeatable: one row per value)" if repeatable else ")"),
+    )
+
+
+def pause_seconds(value: float | None) -> float | None:
+    """--pause-seconds as `TranscribeOptions.pause_seconds` (0 -> None: no pause cuts)."""
+    from asr.transcribe import DEFAULT_PAUSE_SECONDS
+    from core.errors import VocalisError
+
+    if value is None:
+        return DEFAULT_PAUSE_SECONDS
+    if value == 0:
+        return None
+    if not 0 < value <= 5:
+        raise VocalisError(f"--pause-seconds must be 0 or in (0, 5], got {value:g}")
+    return value
+
+
+def chunk_seconds(value: float | None) -> float | None:
+    """--chunk-seconds as `TranscribeOptions.chunk_seconds` (0 -> None: windows)."""
+    from asr.transcribe import DEFAULT_CHUNK_SECONDS, WINDOW_SECONDS
+    from core.errors import VocalisError
+
+    if value is None:
+        return DEFAULT_CHUNK_SECONDS
+    if value == 0:
+        return None
+    if not 1.0 <= value <= WINDOW_SECONDS:
+        raise VocalisError(
+            f"--chunk-seconds must be 0 or in [1, {WINDOW_SECONDS:g}], got {value:g}"
+        )
+    return value
+
+
 def load_recogniser(args: argparse.Namespace):
     """The ASR of --model (or the shipped one) on --device in --precision."""
     from asr.model import load_asr
@@ -215,6 +284,8 @@ def _options(args: argparse.Namespace, *, timestamps: bool):
         fallback=fallback,
         batch_size=args.batch_size,
         workers=args.workers,
+        chunk_seconds=chunk_seconds(args.chunk_seconds),
+        pause_seconds=pause_seconds(args.pause_seconds),
     )
 
 
