@@ -106,6 +106,42 @@ def test_label_keeps_confident_transcripts(files, capsys, tmp_path):
     _one_line_error(capsys, "no such folder or .jsonl manifest")
 
 
+def test_label_segments_turns_a_long_recording_into_clips_with_their_own_text(
+    files, capsys, tmp_path
+):
+    _, checkpoint, _ = files
+    folder = tmp_path / "long" / "reader"
+    folder.mkdir(parents=True)
+    quiet = torch.zeros(SAMPLE_RATE // 2)
+    recording = torch.cat([clip(0, 1.0), quiet, clip(1, 0.8)])  # two utterances, a pause
+    save_audio(folder / "chapter.wav", recording[None], SAMPLE_RATE)
+    manifest, clips = tmp_path / "labels.jsonl", tmp_path / "clips"
+    argv = ["label", str(tmp_path / "long"), "-o", str(manifest), "--model", checkpoint,
+            "--segments", str(clips), "--chunk-seconds", "1.5"]  # fmt: skip
+    assert main(argv) == 0
+    assert "labelled 2 of 2 segments" in capsys.readouterr().out
+    utts = read_manifest(manifest)
+    assert [(u.id, u.text, u.speaker) for u in utts] == [
+        ("reader_chapter_0000", TEXTS[0], "label/reader"),
+        ("reader_chapter_0001", TEXTS[1], "label/reader"),
+    ]
+    first, second = utts
+    assert first.extra["start"] == 0.0 and 1.05 <= first.extra["end"] <= 1.25
+    assert first.extra["end"] <= second.extra["start"] <= 1.5  # never into the next one
+    assert second.extra["end"] == pytest.approx(2.3, abs=0.02)
+    assert all(
+        u.extra["from"].endswith("chapter.wav") and u.sample_rate == SAMPLE_RATE for u in utts
+    )
+    from core.audio import load_audio
+
+    wav, _ = load_audio(second.audio, SAMPLE_RATE)
+    start = round(second.extra["start"] * SAMPLE_RATE)
+    assert wav.shape[-1] == round(second.duration * SAMPLE_RATE)
+    assert torch.allclose(wav[0], recording[start : start + wav.shape[-1]], atol=1e-4)
+    assert main([*argv[:6], "--teacher", "pocketsphinx", "--segments", str(clips)]) == 2
+    _one_line_error(capsys, "--segments needs the vocalis teacher")
+
+
 def test_label_a_manifest_keeps_its_speakers_and_splits(files, capsys, tmp_path):
     _, checkpoint, audio = files
     source = [

@@ -58,6 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="drop transcripts with fewer words per second of audio (missed words; default 0)",
     )
     label.add_argument("--source", default="label", help="the source name of a folder's utterances")
+    label.add_argument(
+        "--segments",
+        default=None,
+        metavar="DIR",
+        help="label each segment (a piece of at most --chunk-seconds, cut at a pause) as an "
+        "utterance of its own, its audio written to DIR as 16 kHz wav, each with its own "
+        "confidence: long recordings become clips a TTS can train on (the vocalis teacher only)",
+    )
     # Without the LM by default: its thresholds are calibrated on the decoder's own choices
     # (fused, the decoder's confidence in the LM's text is lower: 141 of 251 LibriSpeech
     # files kept against 211 with the kept weights).
@@ -381,6 +389,8 @@ def run_label(args: argparse.Namespace) -> int:
         from asr.evaluate import pocketsphinx_system
         from core.errors import VocalisError
 
+        if args.segments:
+            raise VocalisError("--segments needs the vocalis teacher (pocketsphinx gives no times)")
         system = pocketsphinx_system()
         if system is None:
             raise VocalisError("--teacher pocketsphinx needs the pocketsphinx package")
@@ -391,6 +401,9 @@ def run_label(args: argparse.Namespace) -> int:
         model = load_recogniser(args)
         options = with_lm(options, args, model)
         options = dataclasses.replace(options, decoding=checked_for_model(options.decoding, model))
+        transcripts = transcribe(model, paths, options)
+        if args.segments:
+            inputs, transcripts = _segments_as_utterances(inputs, transcripts, Path(args.segments))
         results = [
             (
                 t.text,
@@ -399,7 +412,7 @@ def run_label(args: argparse.Namespace) -> int:
                     "no_speech_prob": round(t.no_speech_prob, 4),
                 },
             )
-            for t in transcribe(model, paths, options)
+            for t in transcripts
         ]
     kept, doubtful = [], 0
     for utt, (raw, confidence) in zip(inputs, results):
@@ -417,8 +430,75 @@ def run_label(args: argparse.Namespace) -> int:
         kept.append(dataclasses.replace(utt, text=text, extra=extra))
     write_manifest(args.output, kept)
     note = f", {skipped} unreadable skipped" if skipped else ""
+    what = "segments" if args.segments and args.teacher == "vocalis" else "files"
     print(
-        f"labelled {len(kept)} of {len(inputs)} files ({doubtful} dropped as doubtful{note}) "
+        f"labelled {len(kept)} of {len(inputs)} {what} ({doubtful} dropped as doubtful{note}) "
         f"-> {args.output}"
     )
     return 0
+
+
+SEGMENT_MARGIN = 0.1  # seconds of audio kept either side of a segment's sound
+
+
+def _segments_as_utterances(inputs: list, transcripts, folder: Path) -> tuple[list, list]:
+    """Each segment of each transcript as an utterance of its own: its audio (the segment's
+    sound and up to `SEGMENT_MARGIN` s either side, never into the next segment) written to
+    `folder` as 16 kHz wav named after the input's id and the segment's number, and a
+    one-segment transcript carrying the segment's own confidence."""
+    from asr.model import SAMPLE_RATE
+    from asr.transcribe import Transcript, file_blocks
+    from core.audio import save_audio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    utterances, pieces = [], []
+    for utt, transcript in zip(inputs, transcripts):
+        segments = [s for s in transcript.segments if s.text]
+        bounds = [0.0] + [(a.end + b.start) / 2 for a, b in zip(segments, segments[1:])]
+        bounds.append(transcript.duration)
+        spans = [
+            (
+                max(bounds[k], seg.start - SEGMENT_MARGIN),
+                min(bounds[k + 1], seg.end + SEGMENT_MARGIN),
+            )
+            for k, seg in enumerate(segments)
+        ]
+        for k, ((start, end), audio) in enumerate(zip(spans, _cut(file_blocks(utt.audio), spans))):
+            path = save_audio(folder / f"{utt.id}_{k:04d}.wav", audio, SAMPLE_RATE)
+            seg = segments[k]
+            extra = {**utt.extra, "from": utt.audio, "start": round(start, 3), "end": round(end, 3)}
+            utterances.append(
+                dataclasses.replace(
+                    utt,
+                    id=f"{utt.id}_{k:04d}",
+                    audio=str(path.resolve()),
+                    duration=round(audio.shape[-1] / SAMPLE_RATE, 4),
+                    sample_rate=SAMPLE_RATE,
+                    extra=extra,
+                )
+            )
+            pieces.append(Transcript((seg,), end - start, seg.avg_logprob, seg.no_speech_prob))
+    return utterances, pieces
+
+
+def _cut(blocks, spans: list[tuple[float, float]]):
+    """The audio of each (start, end) span in seconds, in order, from 16 kHz blocks read once
+    (only the current span is held)."""
+    import torch
+
+    from asr.model import SAMPLE_RATE
+
+    position, held = 0, []  # samples before the held blocks; the held blocks
+    blocks = iter(blocks)
+    for start, end in spans:
+        a, b = round(start * SAMPLE_RATE), round(end * SAMPLE_RATE)
+        while position + sum(x.shape[0] for x in held) < b:
+            block = next(blocks, None)
+            if block is None:
+                break
+            held.append(block)
+        audio = torch.cat(held) if held else torch.zeros(0)
+        yield audio[max(0, a - position) : b - position]
+        drop = min(max(0, b - position), audio.shape[0])  # spans do not overlap
+        position += drop
+        held = [audio[drop:]] if drop < audio.shape[0] else []
