@@ -158,7 +158,7 @@ def first_pause(
     loud = float(torch.quantile(db, 0.95))
     level = min(max(float(db.min()), -70.0) + PAUSE_RISE_DB, loud - PAUSE_DEPTH_DB)
     quiet = (db <= level).int()
-    # runs of quiet steps: (start, length)
+    # runs of quiet steps: [start, end) in steps
     edges = torch.diff(quiet, prepend=quiet.new_zeros(1), append=quiet.new_zeros(1))
     starts = torch.nonzero(edges == 1).view(-1).tolist()
     ends = torch.nonzero(edges == -1).view(-1).tolist()
