@@ -90,6 +90,10 @@ class FallbackOptions:
     compression_ratio_threshold: float | None = 2.4
     logprob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6
+    # Above this no-speech probability a window is no speech whatever its text's
+    # log-probability: pieces of white noise came out as "F" at avg_logprob -0.96 and
+    # no_speech_prob 0.99998, just inside Whisper's rule; real speech stays below 0.001.
+    no_speech_certain: float | None = 0.99
 
 
 def compression_ratio(text: str) -> float:
@@ -112,7 +116,9 @@ def needs_fallback(result: DecodingResult, options: FallbackOptions) -> bool:
 
 
 def is_no_speech(result: DecodingResult, options: FallbackOptions) -> bool:
-    """Whisper's rule: likely silence and no confident text."""
+    """Whisper's rule: likely silence and no confident text; or all but certain silence."""
+    if options.no_speech_certain is not None and result.no_speech_prob > options.no_speech_certain:
+        return True
     if options.no_speech_threshold is None or result.no_speech_prob <= options.no_speech_threshold:
         return False
     return options.logprob_threshold is None or result.avg_logprob < options.logprob_threshold

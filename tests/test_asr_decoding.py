@@ -42,6 +42,10 @@ def test_compression_ratio_rule_flags_repetitive_text():
     silent = result(REPETITIVE, avg_logprob=-1.5, no_speech_prob=0.9)
     assert not needs_fallback(silent, options) and is_no_speech(silent, options)
     assert not is_no_speech(result(NORMAL, no_speech_prob=0.9), options)  # confident text
+    # all but certain silence is no speech however sure the text (white noise as "F")
+    certain = result("F", avg_logprob=-0.96, no_speech_prob=0.99998)
+    assert is_no_speech(certain, options)
+    assert not is_no_speech(certain, FallbackOptions(no_speech_certain=None))  # Whisper's rule
 
 
 def test_fallback_retries_only_the_repetitive_item_at_a_higher_temperature():
