@@ -194,6 +194,42 @@ def test_a_long_input_is_cut_at_pauses_and_its_pieces_share_one_batch():
     assert result.duration == pytest.approx(20.2)
 
 
+def test_a_long_recording_is_read_in_pieces_in_bounded_memory():
+    # 20 minutes of speech-like noise with a 0.3-0.9 s pause in every sixth second, made
+    # block by block as it is read
+    tok = tiny_tokenizer()
+    g = torch.Generator().manual_seed(3)
+    made = []  # samples made so far, when each block was handed out
+
+    def recording():
+        for k in range(20 * 60):
+            block = 0.1 * torch.randn(SAMPLE_RATE, generator=g)
+            if k % 6 == 5:  # a pause somewhere in every sixth second
+                a = int(torch.randint(0, SAMPLE_RATE // 4, (1,), generator=g))
+                pause = 0.3 + 0.6 * (k % 7) / 7
+                block[a : a + int(SAMPLE_RATE * pause)] *= 1e-4
+            made.append((made[-1] if made else 0) + SAMPLE_RATE)
+            yield block
+
+    decoded = []  # (samples made when the batch was decoded, piece lengths)
+
+    def stub(mel, lengths, options):
+        decoded.append((made[-1], lengths.tolist()))
+        return [Result(tok.encode("one"), "one", -0.1, 0.0, 0.0, 1.0)] * mel.shape[0]
+
+    (result,) = transcribe_many([recording], stub, tok)
+    assert result.duration == pytest.approx(20 * 60)
+    pieces = [n for _, lengths in decoded for n in lengths]
+    assert max(pieces) <= 1500 and len(pieces) == len(result.segments) > 80  # at most 15 s
+    assert all(len(lengths) == 8 for _, lengths in decoded[:-1])  # one input fills batches
+    # a batch is decoded once its pieces have been read, not after the whole recording:
+    # never more than 8 pieces of 15 s, a 30 s window and a block ahead
+    done = 0  # samples decoded in earlier batches
+    for made_then, lengths in decoded:
+        assert made_then - done <= (8 * 15 + 31) * SAMPLE_RATE
+        done += sum(lengths) * 160  # 160 samples a mel frame
+
+
 def test_pieces_of_inputs_are_dealt_in_turn_and_transcripts_stay_in_order():
     tok = tiny_tokenizer()
     batches = []
