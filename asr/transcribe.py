@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from asr.align import Word, word_times
 from asr.decoding import (
     DecodeFn,
     DecodingOptions,
@@ -56,6 +57,7 @@ WINDOW_SECONDS = 30.0
 WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
 STEP_SAMPLES = int(TIME_PRECISION * SAMPLE_RATE)  # one timestamp step: 320 samples
 MIN_WINDOW_SAMPLES = 2 * HOP_LENGTH  # a shorter tail is not worth a window
+AlignFn = Callable[[Tensor], Tensor]  # a piece's audio (T,) -> its CTC log-probs (S, units + 1)
 DEFAULT_CHUNK_SECONDS = 15.0
 DEFAULT_PAUSE_SECONDS = 0.4
 PAUSE_STEPS = 5  # a pause to cut at: the quietest run of this many 20 ms steps (100 ms)
@@ -87,6 +89,8 @@ class TranscribeOptions:
     # one utterance, as the recogniser learnt; None: at the quietest point of its second half.
     pause_seconds: float | None = DEFAULT_PAUSE_SECONDS
     min_piece_seconds: float = 1.0
+    # Time every word of a piece from the model's CTC head (`asr.align`); pieces only.
+    word_timestamps: bool = False
 
     def __post_init__(self) -> None:
         if self.chunk_seconds is not None and not 1.0 <= self.chunk_seconds <= WINDOW_SECONDS:
@@ -99,6 +103,8 @@ class TranscribeOptions:
             raise ValueError(
                 f"min_piece_seconds must be in (0, chunk_seconds), got {self.min_piece_seconds}"
             )
+        if self.word_timestamps and self.chunk_seconds is None:
+            raise ValueError("word_timestamps needs pieces (chunk_seconds), not 30 s windows")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 1:
@@ -218,6 +224,7 @@ class Segment:
     no_speech_prob: float
     temperature: float
     compression_ratio: float
+    words: tuple[Word, ...] = ()  # with `TranscribeOptions.word_timestamps`
 
 
 @dataclass(frozen=True)
@@ -417,19 +424,23 @@ class _Stream:
         result: DecodingResult,
         tokenizer: Tokenizer,
         opts: TranscribeOptions,
+        align: AlignFn | None = None,
     ) -> None:
-        """A decoded piece: one segment over its sound (timestamp tokens, if any, dropped)."""
+        """A decoded piece: one segment over its sound (timestamp tokens, if any, dropped),
+        its words timed by `align` (the CTC log-probs of the piece) if given."""
         self._count(result)
         if is_no_speech(result, opts.fallback):
             return
         text = tokenizer.decode([t for t in result.tokens if not tokenizer.is_timestamp(t)])
         if text:
             first, end = sound_span(piece, opts.silence_dbfs)
-            self.segments.append(
-                self._segment(
-                    (start + first) / SAMPLE_RATE, (start + end) / SAMPLE_RATE, text, result
-                )
+            segment = self._segment(
+                (start + first) / SAMPLE_RATE, (start + end) / SAMPLE_RATE, text, result
             )
+            if align is not None:
+                words = word_times(text, align(piece), TIME_PRECISION, start / SAMPLE_RATE)
+                segment = replace(segment, words=tuple(words))
+            self.segments.append(segment)
 
     def apply(
         self, window: Tensor, result: DecodingResult, tokenizer: Tokenizer, opts: TranscribeOptions
@@ -463,9 +474,12 @@ def transcribe_many(
     tokenizer: Tokenizer,
     options: TranscribeOptions = TranscribeOptions(),
     stop: threading.Event | None = None,
+    align: AlignFn | None = None,
 ) -> Iterator[Transcript]:
     """Transcripts of `sources` in their order. Each source is a function that opens the
     input and returns its mono 16 kHz blocks; it is called when the input's turn comes.
+    `align` (a piece's audio -> its CTC log-probs) times the words when
+    `options.word_timestamps` asks for it.
     A set `stop` ends the work before the next round."""
     pending = iter(enumerate(sources))
     active: list[_Stream] = []
@@ -486,7 +500,7 @@ def transcribe_many(
         else:
             batch = _piece_round(active, options)
         if batch:
-            _decode_round(batch, decode_fn, tokenizer, options)
+            _decode_round(batch, decode_fn, tokenizer, options, align)
         for stream in [s for s in active if s.exhausted]:
             active.remove(stream)
             done[stream.index] = stream.result()
@@ -501,6 +515,7 @@ def transcribe_parallel(
     tokenizer: Tokenizer,
     options: TranscribeOptions,
     workers: int,
+    align: AlignFn | None = None,
 ) -> Iterator[Transcript]:
     """`transcribe_many` on `workers` threads, each with its own batches; transcripts in
     the order of `sources`.
@@ -527,7 +542,7 @@ def transcribe_parallel(
                 yield item[1]
 
         try:
-            mine = transcribe_many(pull(), decode_fn, tokenizer, options, stop=stop)
+            mine = transcribe_many(pull(), decode_fn, tokenizer, options, stop=stop, align=align)
             for n, transcript in enumerate(mine):
                 results.put((taken[n], transcript, None))
         except BaseException as error:  # handed to the caller's thread
@@ -603,7 +618,11 @@ def _piece_round(active: list[_Stream], options: TranscribeOptions) -> _Round:
 
 
 def _decode_round(
-    batch: _Round, decode_fn: DecodeFn, tokenizer: Tokenizer, options: TranscribeOptions
+    batch: _Round,
+    decode_fn: DecodeFn,
+    tokenizer: Tokenizer,
+    options: TranscribeOptions,
+    align: AlignFn | None = None,
 ) -> None:
     lengths = torch.tensor([w.shape[0] for _, _, w in batch])
     wav = torch.zeros(len(batch), int(lengths.max()))  # (B, T)
@@ -618,7 +637,8 @@ def _decode_round(
         if options.chunk_seconds is None:
             stream.apply(audio, result, tokenizer, options)
         else:
-            stream.apply_piece(start, audio, result, tokenizer, options)
+            timer = align if options.word_timestamps else None
+            stream.apply_piece(start, audio, result, tokenizer, options, timer)
 
 
 def default_workers(
@@ -652,6 +672,17 @@ def transcribe(
     def on_device(mel: Tensor, lengths: Tensor, opts: DecodingOptions) -> list[DecodingResult]:
         return decode_fn(mel.to(device), lengths.to(device), opts)
 
+    align = None
+    if options.word_timestamps:
+        if model.ctc is None:
+            raise ValueError("word timestamps need a model with a CTC head")
+
+        @torch.no_grad()
+        def align(audio: Tensor) -> Tensor:
+            mel, frames = log_mel_features(audio[None], torch.tensor([audio.shape[0]]))
+            features = model.embed_audio(mel.to(device, model.dtype), frames.to(device))
+            return model.ctc_log_probs(features)[0, : int(features.lengths[0])].cpu()
+
     def opener(x: str | os.PathLike | Tensor) -> Callable[[], Iterable[Tensor]]:
         if isinstance(x, Tensor):
             return lambda: tensor_blocks(x.reshape(-1))
@@ -663,5 +694,5 @@ def transcribe(
         workers = default_workers(device.type, torch.get_num_threads(), len(openers), options)
     workers = min(workers, len(openers))
     if workers > 1:
-        return transcribe_parallel(openers, on_device, model.tokenizer, options, workers)
-    return transcribe_many(openers, on_device, model.tokenizer, options)
+        return transcribe_parallel(openers, on_device, model.tokenizer, options, workers, align)
+    return transcribe_many(openers, on_device, model.tokenizer, options, align=align)

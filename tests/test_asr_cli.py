@@ -69,6 +69,11 @@ def test_transcribe_errors_are_one_line(files, capsys, tmp_path):
     _one_line_error(capsys, "--chunk-seconds must be 0 or in [1, 30]")
     assert main(["transcribe", hello, "--model", checkpoint, "--pause-seconds", "-1"]) == 2
     _one_line_error(capsys, "--pause-seconds must be 0 or in (0, 5]")
+    words = ["transcribe", hello, "--model", checkpoint, "--word-timestamps"]
+    assert main(words) == 2  # the tiny model has no CTC head
+    _one_line_error(capsys, "--word-timestamps needs a model with a CTC head")
+    assert main([*words, "--chunk-seconds", "0"]) == 2
+    _one_line_error(capsys, "--word-timestamps needs pieces")
 
 
 def test_without_a_shipped_asr_the_error_names_the_warm_start(files, capsys, tmp_path, monkeypatch):
@@ -336,6 +341,13 @@ def test_a_model_with_a_ctc_head_keeps_it_and_decodes_with_it(files, capsys, tmp
     for weight in ([], ["--ctc-weight", "0"], ["--ctc-weight", "0.5"]):
         assert main(["transcribe", hello, "--model", checkpoint, *weight]) == 0
         assert capsys.readouterr().out == f"{TEXTS[0]}\n"
+    # its head times the words: in order, inside the clip's second
+    timed = ["transcribe", hello, "--model", checkpoint, "--word-timestamps", "--format", "json"]
+    assert main(timed) == 0
+    (segment,) = json.loads(capsys.readouterr().out)["segments"]
+    assert [w["word"] for w in segment["words"]] == TEXTS[0].split()
+    times = [t for w in segment["words"] for t in (w["start"], w["end"])]
+    assert times == sorted(times) and 0.0 <= times[0] < times[-1] <= 1.0
     utts = [Utterance("hello", hello, 1.0, SAMPLE_RATE, TEXTS[0], "s", "t", "test")]
     manifest = str(write_manifest(tmp_path / "test.jsonl", utts))
     argv = ["eval", "asr", "--checkpoint", checkpoint, "--synth", manifest, "--real", manifest]

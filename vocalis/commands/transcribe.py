@@ -25,6 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     transcribe.add_argument(
         "-o", "--output", default=None, help="folder for one <name>.<format> per input"
     )
+    transcribe.add_argument(
+        "--word-timestamps",
+        action="store_true",
+        help="time every word from the model's CTC head: word times in json, and srt/vtt "
+        "cues of at most 84 characters and 7 s (needs a model with a CTC head and pieces)",
+    )
     _common(transcribe, beam_size=5, lm="auto")
     transcribe.set_defaults(handler=run_transcribe)
 
@@ -311,13 +317,22 @@ def run_transcribe(args: argparse.Namespace) -> int:
     from asr.formats import FORMATS
     from asr.transcribe import transcribe
     from core.audio import audio_info
+    from core.errors import VocalisError
 
     options = _options(args, timestamps=not args.no_timestamps)
     for f in args.files:
         audio_info(f)  # a missing or unreadable file fails here, before any decoding
+    if args.word_timestamps and options.chunk_seconds is None:
+        raise VocalisError("--word-timestamps needs pieces, not --chunk-seconds 0")
     model = load_recogniser(args)
+    if args.word_timestamps and model.ctc is None:
+        raise VocalisError("--word-timestamps needs a model with a CTC head; this one has none")
     options = with_lm(options, args, model)
-    options = dataclasses.replace(options, decoding=checked_for_model(options.decoding, model))
+    options = dataclasses.replace(
+        options,
+        decoding=checked_for_model(options.decoding, model),
+        word_timestamps=args.word_timestamps,
+    )
     write = FORMATS[args.format]
     out_dir = Path(args.output) if args.output else None
     for path, transcript in zip(args.files, transcribe(model, args.files, options)):
