@@ -26,6 +26,23 @@ def test_top_level_help_lists_the_command_groups():
         assert f"    {group}" in out.stdout
 
 
+def test_help_loads_no_torch():
+    # building the parser must stay light: `vocalis --help` answers at once
+    code = "import sys; from vocalis.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_help_names_the_transcription_defaults():
+    from asr.transcribe import DEFAULT_CHUNK_SECONDS, DEFAULT_PAUSE_SECONDS
+    from vocalis.commands.transcribe import HELP_CHUNK_SECONDS, HELP_PAUSE_SECONDS
+
+    assert (HELP_CHUNK_SECONDS, HELP_PAUSE_SECONDS) == (
+        DEFAULT_CHUNK_SECONDS,
+        DEFAULT_PAUSE_SECONDS,
+    )
+
+
 def test_help_works_at_every_level(capsys):
     paths = list(_command_paths(build_parser()))
     assert ("audio", "convert") in paths

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -207,64 +208,74 @@ def add_precision_argument(parser: argparse.ArgumentParser, what: str = "the wei
     )
 
 
-def add_chunk_argument(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
-    from asr.transcribe import DEFAULT_CHUNK_SECONDS
+# `asr.transcribe`'s defaults, named in the help without importing it: it loads torch, which
+# `vocalis --help` and every command's start-up need not wait for (a test keeps them equal).
+HELP_CHUNK_SECONDS = 15.0
+HELP_PAUSE_SECONDS = 0.4
 
+
+def _add_seconds_argument(
+    parser: argparse.ArgumentParser, flag: str, what: str, default: float, repeatable: bool
+) -> None:
     parser.add_argument(
-        "--chunk-seconds",
+        flag,
         type=float,
         action="append" if repeatable else "store",
         default=None,
-        help="cut longer audio at pauses into pieces of at most this many seconds, decoded "
-        "independently and in batches, one segment each; 0: 30 s windows moved by the decoded "
-        f"timestamps instead (default {DEFAULT_CHUNK_SECONDS:g}"
+        help=f"{what} (default {default:g}"
         + ("; repeatable: one row per value)" if repeatable else ")"),
     )
+
+
+def add_chunk_argument(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
+    what = (
+        "cut longer audio at pauses into pieces of at most this many seconds, decoded "
+        "independently and in batches, one segment each; 0: 30 s windows moved by the decoded "
+        "timestamps instead"
+    )
+    _add_seconds_argument(parser, "--chunk-seconds", what, HELP_CHUNK_SECONDS, repeatable)
 
 
 def add_pause_argument(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
-    from asr.transcribe import DEFAULT_PAUSE_SECONDS
-
-    parser.add_argument(
-        "--pause-seconds",
-        type=float,
-        action="append" if repeatable else "store",
-        default=None,
-        help="audio longer than --chunk-seconds is cut at the first pause at least this long "
+    what = (
+        "audio longer than --chunk-seconds is cut at the first pause at least this long "
         "once a piece holds 1 s, so each piece is about one utterance; 0: at the quietest "
-        f"point of the piece's second half (default {DEFAULT_PAUSE_SECONDS:g}"
-        + ("; repeatable: one row per value)" if repeatable else ")"),
+        "point of the piece's second half"
     )
+    _add_seconds_argument(parser, "--pause-seconds", what, HELP_PAUSE_SECONDS, repeatable)
+
+
+def _seconds_option(
+    value: float | None, flag: str, default: float, valid: Callable[[float], bool], span: str
+) -> float | None:
+    """A seconds flag as its option: None -> `default`, 0 -> None (off), else `valid` or a
+    one-line error naming `span`."""
+    from core.errors import VocalisError
+
+    if value is None:
+        return default
+    if value == 0:
+        return None
+    if not valid(value):
+        raise VocalisError(f"{flag} must be 0 or in {span}, got {value:g}")
+    return value
 
 
 def pause_seconds(value: float | None) -> float | None:
     """--pause-seconds as `TranscribeOptions.pause_seconds` (0 -> None: no pause cuts)."""
     from asr.transcribe import DEFAULT_PAUSE_SECONDS
-    from core.errors import VocalisError
 
-    if value is None:
-        return DEFAULT_PAUSE_SECONDS
-    if value == 0:
-        return None
-    if not 0 < value <= 5:
-        raise VocalisError(f"--pause-seconds must be 0 or in (0, 5], got {value:g}")
-    return value
+    valid = lambda v: 0 < v <= 5  # noqa: E731
+    return _seconds_option(value, "--pause-seconds", DEFAULT_PAUSE_SECONDS, valid, "(0, 5]")
 
 
 def chunk_seconds(value: float | None) -> float | None:
     """--chunk-seconds as `TranscribeOptions.chunk_seconds` (0 -> None: windows)."""
     from asr.transcribe import DEFAULT_CHUNK_SECONDS, WINDOW_SECONDS
-    from core.errors import VocalisError
 
-    if value is None:
-        return DEFAULT_CHUNK_SECONDS
-    if value == 0:
-        return None
-    if not 1.0 <= value <= WINDOW_SECONDS:
-        raise VocalisError(
-            f"--chunk-seconds must be 0 or in [1, {WINDOW_SECONDS:g}], got {value:g}"
-        )
-    return value
+    valid = lambda v: 1 <= v <= WINDOW_SECONDS  # noqa: E731
+    span = f"[1, {WINDOW_SECONDS:g}]"
+    return _seconds_option(value, "--chunk-seconds", DEFAULT_CHUNK_SECONDS, valid, span)
 
 
 def load_recogniser(args: argparse.Namespace):
