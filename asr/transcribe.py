@@ -121,13 +121,18 @@ def _step_power(audio: Tensor, steps: int) -> Tensor:
     return audio[: steps * STEP_SAMPLES].reshape(steps, STEP_SAMPLES).pow(2).mean(1)
 
 
+def _step_db(audio: Tensor, steps: int) -> Tensor:
+    """Level in dBFS (of power) of the first `steps` 20 ms steps of `audio` -> `(steps,)`."""
+    return 10 * torch.log10(_step_power(audio, steps) + 1e-12)
+
+
 def _sound_steps(window: Tensor, floor_dbfs: float, range_db: float) -> Tensor:
     """Indices of the 20 ms steps of `window` that hold sound: RMS above `floor_dbfs` and
     within `range_db` of the loudest step."""
     steps = window.shape[0] // STEP_SAMPLES
     if steps == 0:
         return torch.zeros(0, dtype=torch.long)
-    db = 10 * torch.log10(_step_power(window, steps) + 1e-12)
+    db = _step_db(window, steps)
     return torch.nonzero(db > max(floor_dbfs, float(db.max()) - range_db)).view(-1)
 
 
@@ -160,7 +165,7 @@ def first_pause(
     need = max(1, round(pause_seconds / TIME_PRECISION))
     if steps < need:
         return None
-    db = 10 * torch.log10(_step_power(window, steps) + 1e-12)  # (steps,)
+    db = _step_db(window, steps)  # (steps,)
     loud = float(torch.quantile(db, 0.95))
     level = min(max(float(db.min()), -70.0) + PAUSE_RISE_DB, loud - PAUSE_DEPTH_DB)
     quiet = (db <= level).int()

@@ -123,6 +123,11 @@ CONDITIONS = {
 PAUSE_SECONDS, PAUSE_DBFS = 0.5, -70.0
 
 
+def hiss(samples: int, generator: torch.Generator | None = None) -> Tensor:
+    """`samples` of a quiet room's hiss: white noise at `PAUSE_DBFS` RMS `(samples,)`."""
+    return 10 ** (PAUSE_DBFS / 20) * torch.randn(samples, generator=generator)
+
+
 def under_condition(clip: Tensor, rate: int, condition: str, seed: int) -> Tensor:
     """`clip` `(T,)` under one of `CONDITIONS`, the same for the same `seed` (the global RNG
     is left as it was)."""
@@ -131,8 +136,7 @@ def under_condition(clip: Tensor, rate: int, condition: str, seed: int) -> Tenso
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if condition == "pause":
-            hiss = 10 ** (PAUSE_DBFS / 20) * torch.randn(round(PAUSE_SECONDS * rate))
-            return torch.cat([hiss, clip])
+            return torch.cat([hiss(round(PAUSE_SECONDS * rate)), clip])
         return filtered(clip, rate, **CONDITIONS[condition])
 
 

@@ -381,13 +381,14 @@ def run_asr(args: argparse.Namespace) -> int:
 
 def _joined(clips: list, folder: Path, gap_seconds: float = 0.4) -> list:
     """One clip per speaker of `clips`: that speaker's clips in their order, joined by
-    `gap_seconds` of -70 dBFS hiss (seeded, the same every run) and written to `folder` as
-    16 kHz wav, with their references joined by spaces."""
+    `gap_seconds` of a quiet room's hiss (`training.rooms.hiss`, -70 dBFS; seeded, the same
+    every run) and written to `folder` as 16 kHz wav, with their references joined by spaces."""
     import torch
 
     from asr.evaluate import Clip
     from asr.model import SAMPLE_RATE
     from core.audio import load_audio, save_audio
+    from training.rooms import hiss
 
     folder.mkdir(parents=True)
     by_speaker: dict[str, list] = {}
@@ -400,7 +401,7 @@ def _joined(clips: list, folder: Path, gap_seconds: float = 0.4) -> list:
         parts = []
         for clip in mine:
             parts.append(load_audio(clip.audio, SAMPLE_RATE)[0].mean(0))  # (T,)
-            parts.append(10 ** (-70 / 20) * torch.randn(gap, generator=g))  # RMS -70 dBFS
+            parts.append(hiss(gap, g))
         path = save_audio(folder / f"{n:03d}.wav", torch.cat(parts[:-1]), SAMPLE_RATE)
         out.append(Clip(str(path), " ".join(c.text for c in mine), speaker))
     return out
