@@ -46,6 +46,9 @@ class DecodingOptions:
     # step adds lm_weight * log P_lm(token | the beam's text) to the search score.
     lm: NGramLM | None = None
     lm_weight: float = 0.0
+    # Return each item's CTC log-probs with its result (`DecodingResult.ctc_log_probs`), from
+    # the same encoder pass as the decoding: word timing needs them (a model with a CTC head).
+    keep_ctc: bool = False
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -66,6 +69,8 @@ class DecodingOptions:
         """These options with `ctc_weight` resolved for `model` (None: its default)."""
         if self.lm is not None and model.tokenizer is not None:
             self.lm.check_tokenizer(model.tokenizer)
+        if self.keep_ctc and model.ctc is None:
+            raise ValueError("keep_ctc needs a model with a CTC head")
         if self.ctc_weight is None:
             weight = DEFAULT_CTC_WEIGHT if model.ctc is not None else 0.0
             return dataclasses.replace(self, ctc_weight=weight)
@@ -82,6 +87,9 @@ class DecodingResult:
     no_speech_prob: float  # P(<|nospeech|>) right after <|startoftranscript|>
     temperature: float
     compression_ratio: float  # len(text bytes) / len(zlib(text bytes)); high = repetitive
+    # With `DecodingOptions.keep_ctc`: the CTC head's log-probs over the item's frames
+    # `(S, units + 1)`, fp32 on the CPU.
+    ctc_log_probs: Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -240,14 +248,22 @@ def decode(
     options = options.for_model(model)
     rules = LogitRules(tok, options, audio.lengths.repeat_interleave(options.beam_size).cpu())
     joint = (options.ctc_weight > 0 or options.fused) and options.temperature == 0
-    if options.beam_size > 1 or joint:
+    searched = options.beam_size > 1 or joint
+    ctc_log_probs = None
+    if options.keep_ctc or (searched and options.ctc_weight > 0):
+        ctc_log_probs = model.ctc_log_probs(audio)  # (B, S, units + 1)
+    if searched:
         if options.temperature > 0:
             raise ValueError("beam search decodes at temperature 0")
-        found = _beam_search(model, audio, prompt, rules, options, max_tokens)
+        found = _beam_search(model, audio, prompt, rules, options, max_tokens, ctc_log_probs)
     else:
         found = _sample(model, audio, prompt, rules, options.temperature, max_tokens)
+    kept: list[Tensor | None] = [None] * len(found)
+    if options.keep_ctc:
+        assert ctc_log_probs is not None
+        kept = [lp[:n].cpu() for lp, n in zip(ctc_log_probs, audio.lengths.tolist())]
     results = []
-    for tokens, sum_logprob, no_speech in found:
+    for (tokens, sum_logprob, no_speech), item_ctc in zip(found, kept):
         text = tok.decode(tokens)
         results.append(
             DecodingResult(
@@ -257,6 +273,7 @@ def decode(
                 no_speech_prob=no_speech,
                 temperature=options.temperature,
                 compression_ratio=compression_ratio(text),
+                ctc_log_probs=item_ctc,
             )
         )
     return results
@@ -317,6 +334,7 @@ def _beam_search(
     rules: LogitRules,
     options: DecodingOptions,
     max_tokens: int,
+    ctc_log_probs: Tensor | None = None,
 ) -> list[tuple[list[int], float, float]]:
     """Beam search, `k` beams per item on `k` rows of the cache (reordered each step).
 
@@ -326,6 +344,7 @@ def _beam_search(
     until `k` have finished or the token budget is spent. An item with `k` finished beams
     leaves the batch (its rows are dropped from the cache), so a batch costs what its
     unfinished items need. The best finished beam wins (by length-normalised score).
+    `ctc_log_probs` are the CTC head's `(N, S, units + 1)` when the head votes.
     Returns (tokens, the decoder's sum of log-probs, P(no speech)) per item."""
     k, eot, tok = options.beam_size, model.tokenizer.eot, model.tokenizer
     w = options.ctc_weight
@@ -333,7 +352,9 @@ def _beam_search(
     n_items = audio.x.shape[0]
     ctc = None
     if w > 0:
-        ctc = CTCPrefixScorer(model.ctc_log_probs(audio), audio.lengths)
+        if ctc_log_probs is None:
+            ctc_log_probs = model.ctc_log_probs(audio)
+        ctc = CTCPrefixScorer(ctc_log_probs, audio.lengths)
         speller = Speller(tok, model.dims.ctc_units)
         item_of_row = torch.arange(n_items, device=audio.x.device).repeat_interleave(k)
         state = ctc.start(item_of_row)

@@ -57,7 +57,6 @@ WINDOW_SECONDS = 30.0
 WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
 STEP_SAMPLES = int(TIME_PRECISION * SAMPLE_RATE)  # one timestamp step: 320 samples
 MIN_WINDOW_SAMPLES = 2 * HOP_LENGTH  # a shorter tail is not worth a window
-AlignFn = Callable[[Tensor], Tensor]  # a piece's audio (T,) -> its CTC log-probs (S, units + 1)
 DEFAULT_CHUNK_SECONDS = 15.0
 DEFAULT_PAUSE_SECONDS = 0.4
 PAUSE_STEPS = 5  # a pause to cut at: the quietest run of this many 20 ms steps (100 ms)
@@ -429,10 +428,10 @@ class _Stream:
         result: DecodingResult,
         tokenizer: Tokenizer,
         opts: TranscribeOptions,
-        align: AlignFn | None = None,
     ) -> None:
         """A decoded piece: one segment over its sound (timestamp tokens, if any, dropped),
-        its words timed by `align` (the CTC log-probs of the piece) if given."""
+        with `opts.word_timestamps` its words timed by the CTC log-probs of the pass that
+        decoded it (`result.ctc_log_probs`)."""
         self._count(result)
         if is_no_speech(result, opts.fallback):
             return
@@ -442,8 +441,11 @@ class _Stream:
             segment = self._segment(
                 (start + first) / SAMPLE_RATE, (start + end) / SAMPLE_RATE, text, result
             )
-            if align is not None:
-                words = word_times(text, align(piece), TIME_PRECISION, start / SAMPLE_RATE)
+            if opts.word_timestamps:
+                if result.ctc_log_probs is None:
+                    raise ValueError("word timestamps need the CTC log-probs of the decoding")
+                offset = start / SAMPLE_RATE
+                words = word_times(text, result.ctc_log_probs, TIME_PRECISION, offset)
                 segment = replace(segment, words=tuple(words))
             self.segments.append(segment)
 
@@ -479,12 +481,9 @@ def transcribe_many(
     tokenizer: Tokenizer,
     options: TranscribeOptions = TranscribeOptions(),
     stop: threading.Event | None = None,
-    align: AlignFn | None = None,
 ) -> Iterator[Transcript]:
     """Transcripts of `sources` in their order. Each source is a function that opens the
     input and returns its mono 16 kHz blocks; it is called when the input's turn comes.
-    `align` (a piece's audio -> its CTC log-probs) times the words when
-    `options.word_timestamps` asks for it.
     A set `stop` ends the work before the next round."""
     pending = iter(enumerate(sources))
     active: list[_Stream] = []
@@ -505,7 +504,7 @@ def transcribe_many(
         else:
             batch = _piece_round(active, options)
         if batch:
-            _decode_round(batch, decode_fn, tokenizer, options, align)
+            _decode_round(batch, decode_fn, tokenizer, options)
         for stream in [s for s in active if s.exhausted]:
             active.remove(stream)
             done[stream.index] = stream.result()
@@ -520,7 +519,6 @@ def transcribe_parallel(
     tokenizer: Tokenizer,
     options: TranscribeOptions,
     workers: int,
-    align: AlignFn | None = None,
 ) -> Iterator[Transcript]:
     """`transcribe_many` on `workers` threads, each with its own batches; transcripts in
     the order of `sources`.
@@ -547,7 +545,7 @@ def transcribe_parallel(
                 yield item[1]
 
         try:
-            mine = transcribe_many(pull(), decode_fn, tokenizer, options, stop=stop, align=align)
+            mine = transcribe_many(pull(), decode_fn, tokenizer, options, stop=stop)
             for n, transcript in enumerate(mine):
                 results.put((taken[n], transcript, None))
         except BaseException as error:  # handed to the caller's thread
@@ -627,7 +625,6 @@ def _decode_round(
     decode_fn: DecodeFn,
     tokenizer: Tokenizer,
     options: TranscribeOptions,
-    align: AlignFn | None = None,
 ) -> None:
     lengths = torch.tensor([w.shape[0] for _, _, w in batch])
     wav = torch.zeros(len(batch), int(lengths.max()))  # (B, T)
@@ -637,13 +634,14 @@ def _decode_round(
     decoding = options.decoding
     if options.chunk_seconds is not None and decoding.timestamps:
         decoding = replace(decoding, timestamps=False)  # a piece is a segment
+    if options.word_timestamps:
+        decoding = replace(decoding, keep_ctc=True)
     results = decode_with_fallback(decode_fn, mel, frames, decoding, options.fallback)
     for (stream, start, audio), result in zip(batch, results):
         if options.chunk_seconds is None:
             stream.apply(audio, result, tokenizer, options)
         else:
-            timer = align if options.word_timestamps else None
-            stream.apply_piece(start, audio, result, tokenizer, options, timer)
+            stream.apply_piece(start, audio, result, tokenizer, options)
 
 
 def default_workers(
@@ -677,16 +675,8 @@ def transcribe(
     def on_device(mel: Tensor, lengths: Tensor, opts: DecodingOptions) -> list[DecodingResult]:
         return decode_fn(mel.to(device), lengths.to(device), opts)
 
-    align = None
-    if options.word_timestamps:
-        if model.ctc is None:
-            raise ValueError("word timestamps need a model with a CTC head")
-
-        @torch.no_grad()
-        def align(audio: Tensor) -> Tensor:
-            mel, frames = log_mel_features(audio[None], torch.tensor([audio.shape[0]]))
-            features = model.embed_audio(mel.to(device, model.dtype), frames.to(device))
-            return model.ctc_log_probs(features)[0, : int(features.lengths[0])].cpu()
+    if options.word_timestamps and model.ctc is None:
+        raise ValueError("word timestamps need a model with a CTC head")
 
     def opener(x: str | os.PathLike | Tensor) -> Callable[[], Iterable[Tensor]]:
         if isinstance(x, Tensor):
@@ -699,5 +689,5 @@ def transcribe(
         workers = default_workers(device.type, torch.get_num_threads(), len(openers), options)
     workers = min(workers, len(openers))
     if workers > 1:
-        return transcribe_parallel(openers, on_device, model.tokenizer, options, workers, align)
-    return transcribe_many(openers, on_device, model.tokenizer, options, align=align)
+        return transcribe_parallel(openers, on_device, model.tokenizer, options, workers)
+    return transcribe_many(openers, on_device, model.tokenizer, options)

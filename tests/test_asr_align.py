@@ -8,11 +8,12 @@ import torch
 
 from asr.align import Word, ctc_alignment, word_times
 from asr.ctc import CTC_ALPHABET, ctc_chars
+from asr.decoding import DecodingOptions, decode
 from asr.decoding import DecodingResult as Result
 from asr.formats import cues, to_srt
-from asr.model import SAMPLE_RATE
+from asr.model import SAMPLE_RATE, log_mel_features
 from asr.transcribe import Segment, TranscribeOptions, Transcript, tensor_blocks, transcribe_many
-from tests.helpers.asr import tiny_tokenizer
+from tests.helpers.asr import clip, overfitted, tiny_model, tiny_tokenizer
 
 BLANK = len(CTC_ALPHABET)
 
@@ -54,33 +55,59 @@ def test_words_are_timed_from_their_first_letter_to_their_last():
 
 def test_pieces_carry_their_words_timed_from_the_input_start():
     tok = tiny_tokenizer()
-    aligned = []
+    asked = []
 
     def stub(mel, lengths, options):
-        return [Result(tok.encode("one two"), "one two", -0.1, 0.0, 0.0, 1.0)] * mel.shape[0]
-
-    def align(audio):
-        aligned.append(audio.shape[0])
-        frames = audio.shape[0] // 320
+        asked.append(options.keep_ctc)
         spell = ctc_chars("one two")
-        return _log_probs([(u, 2 * k + 1, 2 * k + 2) for k, u in enumerate(spell)], frames)
+        held = [(u, 2 * k + 1, 2 * k + 2) for k, u in enumerate(spell)]
+        return [  # the CTC frames are 20 ms, two mel frames
+            Result(tok.encode("one two"), "one two", -0.1, 0.0, 0.0, 1.0)
+            if not options.keep_ctc
+            else Result(
+                tok.encode("one two"), "one two", -0.1, 0.0, 0.0, 1.0, _log_probs(held, n // 2)
+            )
+            for n in lengths.tolist()
+        ]
 
     g = torch.Generator().manual_seed(0)
     speech = lambda s: 0.1 * torch.randn(int(s * SAMPLE_RATE), generator=g)  # noqa: E731
     audio = torch.cat([speech(3.0), torch.zeros(SAMPLE_RATE // 2), speech(3.0)])
     source = functools.partial(tensor_blocks, audio)
     options = TranscribeOptions(chunk_seconds=5.0, word_timestamps=True)
-    (result,) = transcribe_many([source], stub, tok, options, align=align)
-    assert len(aligned) == 2 and [len(s.words) for s in result.segments] == [2, 2]
+    (result,) = transcribe_many([source], stub, tok, options)
+    assert asked == [True] and [len(s.words) for s in result.segments] == [2, 2]
     first, second = result.segments
     assert (first.words[0].start, first.words[1].end) == pytest.approx((0.02, 0.28))
     cut = 3.25  # the middle of the pause, where the second piece starts
     assert second.words[0].start == pytest.approx(cut + 0.02, abs=0.021)
     plain = TranscribeOptions(chunk_seconds=5.0)
-    (result,) = transcribe_many([source], stub, tok, plain, align=align)
-    assert len(aligned) == 2 and all(s.words == () for s in result.segments)  # not asked
+    (result,) = transcribe_many([source], stub, tok, plain)
+    assert asked == [True, False] and all(s.words == () for s in result.segments)  # not asked
     with pytest.raises(ValueError, match="word_timestamps needs pieces"):
         TranscribeOptions(chunk_seconds=None, word_timestamps=True)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_decoding_keeps_the_ctc_log_probs_of_its_own_encoder_pass(beam_size):
+    """Word times come from the pass that decoded the piece, not a second run of the
+    encoder: each item's kept log-probs are those of its audio encoded alone."""
+    model, _ = overfitted("chars")
+    wavs = [clip(0, 1.0), clip(1, 0.7)]
+    lengths = torch.tensor([w.shape[0] for w in wavs])
+    mel, frames = log_mel_features(torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True), lengths)
+    options = DecodingOptions(beam_size=beam_size, keep_ctc=True)
+    results = decode(model, mel, frames, options)
+    for wav, result in zip(wavs, results):
+        alone, n = log_mel_features(wav[None])
+        with torch.no_grad():
+            features = model.embed_audio(alone, n)
+            expected = model.ctc_log_probs(features)[0, : int(features.lengths[0])]
+        assert result.ctc_log_probs.shape == expected.shape
+        torch.testing.assert_close(result.ctc_log_probs, expected, atol=1e-4, rtol=1e-4)
+    assert decode(model, mel, frames, DecodingOptions())[0].ctc_log_probs is None
+    with pytest.raises(ValueError, match="keep_ctc needs a model with a CTC head"):
+        decode(tiny_model(), mel, frames, options)
 
 
 def test_subtitle_cues_split_a_long_segment_at_word_boundaries():
