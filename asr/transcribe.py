@@ -373,16 +373,12 @@ class _Stream:
         self.no_speech.append(1.0)
         self.seek += window.shape[0]
 
-    def next_piece(self, options: TranscribeOptions) -> tuple[int, Tensor] | None:
-        """The next piece to decode (its first sample in the input, its audio), cut at a
-        pause (`chunk_end`), with the seek moved past it; silent windows and pieces are
-        passed over. None, and `exhausted` set, when the input has no more."""
-        assert options.chunk_seconds is not None
-        max_samples = round(options.chunk_seconds * SAMPLE_RATE)
+    def next_window(self, options: TranscribeOptions) -> Tensor | None:
+        """The window (up to 30 s) from the seek, after passing over silent windows and moving
+        the seek up to long quiet's end (`quiet_to_skip`); None at the input's end."""
         while True:
             window = self.reader.window(self.seek)
             if window.shape[0] < MIN_WINDOW_SAMPLES:
-                self.exhausted = True
                 return None
             if rms_dbfs(window) < options.silence_dbfs:
                 self.silent(window)
@@ -391,6 +387,19 @@ class _Stream:
             if skip:
                 self.seek += skip
                 window = self.reader.window(self.seek)
+            return window
+
+    def next_piece(self, options: TranscribeOptions) -> tuple[int, Tensor] | None:
+        """The next piece to decode (its first sample in the input, its audio), cut at a
+        pause (`chunk_end`), with the seek moved past it; silent windows and pieces are
+        passed over. None, and `exhausted` set, when the input has no more."""
+        assert options.chunk_seconds is not None
+        max_samples = round(options.chunk_seconds * SAMPLE_RATE)
+        while True:
+            window = self.next_window(options)
+            if window is None:
+                self.exhausted = True
+                return None
             start = self.seek
             end = chunk_end(
                 window,
@@ -585,20 +594,15 @@ _Round = list[tuple[_Stream, int, Tensor]]  # (stream, first sample of the audio
 def _window_round(
     active: list[_Stream], done: dict[int, Transcript], options: TranscribeOptions
 ) -> _Round:
-    """One 30 s window from the seek of each active input; finished inputs go to `done`."""
+    """One 30 s window from the seek of each active input (silent ones passed over);
+    finished inputs go to `done`."""
     batch: _Round = []
     for stream in list(active):
-        window = stream.reader.window(stream.seek)
-        if window.shape[0] < MIN_WINDOW_SAMPLES:
+        window = stream.next_window(options)
+        if window is None:
             active.remove(stream)
             done[stream.index] = stream.result()
-        elif rms_dbfs(window) < options.silence_dbfs:
-            stream.silent(window)
         else:
-            skip = quiet_to_skip(window, options)
-            if skip:
-                stream.seek += skip
-                window = stream.reader.window(stream.seek)
             batch.append((stream, stream.seek, window))
     return batch
 
