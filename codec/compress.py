@@ -378,7 +378,7 @@ def compress(
     short, results = [], []
     for src, dst in pairs:
         meta = audio_info(src)
-        if meta.frames <= 0:
+        if meta.frames <= 0 and meta.frames_exact:
             raise AudioError(f"'{src}' contains no samples")
         if meta.duration <= READ_SECONDS:
             short.append((src, dst))
@@ -416,7 +416,7 @@ def _compress_long(src: Path, dst: Path, codec: LoadedCodec, options: CompressOp
         meta.channels,
         codec,
         options,
-        length=meta.frames,
+        length=meta.frames if meta.frames_exact else None,  # else known at the end
         loudness_lufs=lufs,
     )
     size = _write_bytes(dst, stream)

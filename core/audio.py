@@ -2,17 +2,23 @@
 log-mel definition every model uses. Models only ever see ready tensors.
 
 Waveforms are float32 tensors shaped (C, T) with samples in [-1, 1]; batches are (B, C, T)
-or (B, T). Loading goes through libsndfile (wav, flac, ogg/vorbis, opus, mp3, aiff, ...).
+or (B, T). Loading goes through libsndfile (wav, flac, ogg/vorbis, opus, mp3, aiff, ...);
+a file it cannot read (AAC in .m4a or .mp4, the sound of a video, ...) is decoded by
+ffmpeg when it is installed (`_FFmpegFile`), streamed through a pipe like any other.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import json
 import math
 import os
+import shutil
 import struct
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +33,19 @@ from core.errors import AudioError
 from core.io import atomic_path
 
 SAVE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")  # readable
+# Readable: by libsndfile, and the rest by ffmpeg where it is installed.
+FFMPEG_SUFFIXES = (".m4a", ".mp4", ".aac", ".webm", ".mkv", ".mov", ".wma", ".3gp", ".amr")
+AUDIO_SUFFIXES = (
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".aif",
+    ".aiff",
+    *FFMPEG_SUFFIXES,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,9 @@ class AudioInfo:
     frames: int
     format: str
     subtype: str
+    # False for a file ffmpeg decodes: `frames` is then the container's duration times the
+    # rate, which can be a few samples off.
+    frames_exact: bool = True
 
     @property
     def duration(self) -> float:
@@ -50,7 +71,10 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioError(f"cannot read audio '{path}': {_sf_reason(e)}") from None
+        probe = _ffprobe(path)
+        if probe is None:
+            raise AudioError(f"cannot read audio '{path}': {_sf_reason(e)}") from None
+        return probe
     return AudioInfo(
         str(path), info.samplerate, info.channels, info.frames, info.format, info.subtype
     )
@@ -72,7 +96,11 @@ def load_audio(
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioError(f"cannot read audio '{path}': {_sf_reason(e)}") from None
+        decoded = _ffmpeg_file(path)
+        if decoded is None:
+            raise AudioError(f"cannot read audio '{path}': {_sf_reason(e)}") from None
+        with decoded:
+            data, rate = decoded.read(-1), decoded.samplerate
     wav = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, T)
     check_audio(wav, rate, name=str(path), min_seconds=min_seconds)
     if mono:
@@ -173,6 +201,7 @@ class AudioBlocks:
     An unreadable source, a read error, or a non-finite block raises AudioError."""
 
     def __init__(self, source: str | os.PathLike | BinaryIO, seconds: float) -> None:
+        path = None
         if isinstance(source, str | os.PathLike):
             path = _existing_file(source)
             self.name, target, where = str(path), str(path), f"'{path}'"
@@ -180,9 +209,12 @@ class AudioBlocks:
             self.name = "stdin" if source is getattr(sys.stdin, "buffer", None) else "stream"
             target, where = _stream_target(source), f"from {self.name} (send WAV)"
         try:
-            self._file = sf.SoundFile(target, closefd=False)
+            self._file: sf.SoundFile | _FFmpegFile = sf.SoundFile(target, closefd=False)
         except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as e:
-            raise AudioError(f"cannot read audio {where}: {_error_reason(e)}") from None
+            decoded = None if path is None else _ffmpeg_file(path)
+            if decoded is None:
+                raise AudioError(f"cannot read audio {where}: {_error_reason(e)}") from None
+            self._file = decoded
         self.sample_rate, self.channels = self._file.samplerate, self._file.channels
         self._size = max(1, int(seconds * self.sample_rate))
 
@@ -393,6 +425,91 @@ def normalize_log_mel(logmel: torch.Tensor, dynamic_range: float = 8.0) -> torch
     peak, then map to roughly [-1, 1]. Works on (M, F) or batched (..., M, F)."""
     peak = logmel.amax(dim=(-2, -1), keepdim=True)
     return (torch.maximum(logmel, peak - dynamic_range) + 4.0) / 4.0
+
+
+# ---------------------------------------------------------------------------------------
+# Formats libsndfile cannot read, through ffmpeg
+
+
+def _ffprobe(path: Path) -> AudioInfo | None:
+    """The first audio stream of `path` as ffprobe sees it; None when ffprobe is missing
+    or finds no media in the file. A media file without sound raises AudioError."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return None
+    command = [ffprobe, "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=60, check=False)
+        found = json.loads(done.stdout or b"{}")
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
+        return None
+    if done.returncode != 0 or "format" not in found:
+        return None
+    streams = [s for s in found.get("streams", []) if s.get("codec_type") == "audio"]
+    if not streams:
+        raise AudioError(f"cannot read audio '{path}': it has no audio stream")
+    stream, container = streams[0], found["format"]
+    try:
+        rate, channels = int(stream["sample_rate"]), int(stream["channels"])
+    except (KeyError, ValueError):
+        return None
+    duration = stream.get("duration", container.get("duration"))
+    try:
+        frames = round(float(duration) * rate)
+    except (TypeError, ValueError):
+        frames = 0
+    name = container.get("format_name", "ffmpeg").split(",")[0]
+    return AudioInfo(str(path), rate, channels, frames, name, stream.get("codec_name", "?"), False)
+
+
+def _ffmpeg_file(path: Path) -> _FFmpegFile | None:
+    """`path` decoded by ffmpeg, or None when ffmpeg is missing or cannot read it."""
+    info = _ffprobe(path)
+    if info is None or shutil.which("ffmpeg") is None:
+        return None
+    return _FFmpegFile(path, info)
+
+
+class _FFmpegFile:
+    """The first audio stream of a file decoded by an ffmpeg process to float32 PCM at its
+    own rate and channels, read through a pipe in blocks (bounded memory); it answers what
+    `AudioBlocks` and `load_audio` ask of a `soundfile.SoundFile`. A decoding error raises
+    AudioError with ffmpeg's last message."""
+
+    def __init__(self, path: Path, info: AudioInfo) -> None:
+        self.name, self.samplerate, self.channels = str(path), info.sample_rate, info.channels
+        self._errors = tempfile.TemporaryFile()  # a file, so a chatty ffmpeg never blocks
+        command = [shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-v", "error", "-i", str(path)]
+        command += ["-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le", "-"]
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._errors)
+
+    def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        """Up to `frames` frames `(t, C)` (all that is left when negative); (0, C) at the end."""
+        assert self._process.stdout is not None
+        width = 4 * self.channels
+        data = self._process.stdout.read(-1 if frames < 0 else frames * width)
+        if frames < 0 or len(data) < frames * width:  # the end: did ffmpeg decode it all?
+            if self._process.wait() != 0:
+                self._errors.seek(0)
+                lines = self._errors.read().decode(errors="replace").strip().splitlines()
+                reason = lines[-1] if lines else f"ffmpeg exited with {self._process.returncode}"
+                raise AudioError(f"cannot read audio '{self.name}': {reason}")
+        data = data[: len(data) - len(data) % width]
+        return np.frombuffer(data, dtype=np.float32).reshape(-1, self.channels).astype(dtype)
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+        self._errors.close()
+
+    def __enter__(self) -> _FFmpegFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _existing_file(path: str | os.PathLike) -> Path:

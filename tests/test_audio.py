@@ -1,5 +1,7 @@
 import io
 import math
+import shutil
+import subprocess
 from pathlib import Path
 
 import librosa
@@ -155,6 +157,50 @@ def test_block_reading_errors_name_the_file(tmp_path):
     assert next(blocks).shape == (1, 1600)  # the bad sample is in the second block
     with pytest.raises(AudioError, match="NaN or infinite"):
         next(blocks)
+
+
+needs_ffmpeg = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None, reason="no ffmpeg"
+)
+
+
+def _ffmpeg(*args) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *map(str, args)], check=True)
+
+
+@needs_ffmpeg
+def test_formats_libsndfile_cannot_read_are_decoded_by_ffmpeg(tmp_path, monkeypatch):
+    """AAC in .m4a (a phone's voice memo) and the sound of a video: read, in blocks too."""
+    stereo = _tone(1.0, 22050, channels=2)
+    stereo[1] *= 0.5
+    src = save_audio(tmp_path / "src.wav", stereo, 22050)
+    memo = tmp_path / "memo.m4a"
+    _ffmpeg("-i", src, "-c:a", "aac", "-b:a", "128k", memo)
+    info = audio_info(memo)
+    assert (info.sample_rate, info.channels, info.subtype) == (22050, 2, "aac")
+    assert not info.frames_exact and abs(info.frames - 22050) < 2048
+    wav, rate = load_audio(memo, mono=False)
+    assert rate == 22050 and wav.shape[0] == 2 and abs(wav.shape[1] - 22050) < 2048
+    middle = wav[:, 2000:-2000].abs().amax(dim=1)  # the tone, each channel at its level
+    assert middle.tolist() == pytest.approx([0.3, 0.15], abs=0.03)
+    blocks = list(iter_audio_blocks(memo, 0.1))
+    assert blocks[0].shape == (2, 2205) and torch.equal(torch.cat(blocks, -1), wav)
+
+    video = tmp_path / "talk.mp4"
+    picture = ("-f", "lavfi", "-i", "color=c=black:s=32x32:d=1")
+    _ffmpeg(*picture, "-i", src, "-c:v", "mpeg4", "-c:a", "aac", "-shortest", video)
+    mono, rate = load_audio(video, 16000)
+    assert rate == 16000 and abs(mono.shape[1] - 16000) < 1600
+    mute = tmp_path / "mute.mp4"
+    _ffmpeg(*picture, "-c:v", "mpeg4", mute)
+    with pytest.raises(AudioError, match="'.*mute.mp4': it has no audio stream"):
+        load_audio(mute)
+    (tmp_path / "junk.m4a").write_bytes(b"not audio at all" * 100)
+    with pytest.raises(AudioError, match="cannot read audio '.*junk.m4a'"):
+        AudioBlocks(tmp_path / "junk.m4a", 1.0)
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no ffmpeg: libsndfile's error
+    with pytest.raises(AudioError, match="cannot read audio '.*memo.m4a'"):
+        load_audio(memo)
 
 
 def test_block_writing_round_trips_and_is_atomic(tmp_path):
