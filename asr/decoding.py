@@ -334,7 +334,7 @@ def _beam_search(
     rules: LogitRules,
     options: DecodingOptions,
     max_tokens: int,
-    ctc_log_probs: Tensor | None = None,
+    ctc_log_probs: Tensor | None,
 ) -> list[tuple[list[int], float, float]]:
     """Beam search, `k` beams per item on `k` rows of the cache (reordered each step).
 
@@ -344,7 +344,7 @@ def _beam_search(
     until `k` have finished or the token budget is spent. An item with `k` finished beams
     leaves the batch (its rows are dropped from the cache), so a batch costs what its
     unfinished items need. The best finished beam wins (by length-normalised score).
-    `ctc_log_probs` are the CTC head's `(N, S, units + 1)` when the head votes.
+    `ctc_log_probs` are the CTC head's `(N, S, units + 1)`, given when the head votes.
     Returns (tokens, the decoder's sum of log-probs, P(no speech)) per item."""
     k, eot, tok = options.beam_size, model.tokenizer.eot, model.tokenizer
     w = options.ctc_weight
@@ -352,8 +352,7 @@ def _beam_search(
     n_items = audio.x.shape[0]
     ctc = None
     if w > 0:
-        if ctc_log_probs is None:
-            ctc_log_probs = model.ctc_log_probs(audio)
+        assert ctc_log_probs is not None
         ctc = CTCPrefixScorer(ctc_log_probs, audio.lengths)
         speller = Speller(tok, model.dims.ctc_units)
         item_of_row = torch.arange(n_items, device=audio.x.device).repeat_interleave(k)
