@@ -96,10 +96,7 @@ def load_audio(
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        decoded = _ffmpeg_file(path)
-        if decoded is None:
-            raise AudioError(f"cannot read audio '{path}': {_sf_reason(e)}") from None
-        with decoded:
+        with _ffmpeg_file(path, _sf_reason(e)) as decoded:
             data, rate = decoded.read(-1), decoded.samplerate
     wav = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, T)
     check_audio(wav, rate, name=str(path), min_seconds=min_seconds)
@@ -211,10 +208,9 @@ class AudioBlocks:
         try:
             self._file: sf.SoundFile | _FFmpegFile = sf.SoundFile(target, closefd=False)
         except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as e:
-            decoded = None if path is None else _ffmpeg_file(path)
-            if decoded is None:
+            if path is None:
                 raise AudioError(f"cannot read audio {where}: {_error_reason(e)}") from None
-            self._file = decoded
+            self._file = _ffmpeg_file(path, _error_reason(e))
         self.sample_rate, self.channels = self._file.samplerate, self._file.channels
         self._size = max(1, int(seconds * self.sample_rate))
 
@@ -462,11 +458,12 @@ def _ffprobe(path: Path) -> AudioInfo | None:
     return AudioInfo(str(path), rate, channels, frames, name, stream.get("codec_name", "?"), False)
 
 
-def _ffmpeg_file(path: Path) -> _FFmpegFile | None:
-    """`path` decoded by ffmpeg, or None when ffmpeg is missing or cannot read it."""
+def _ffmpeg_file(path: Path, reason: str) -> _FFmpegFile:
+    """`path` decoded by ffmpeg; when ffmpeg is missing or cannot read it either, AudioError
+    with `reason`, why libsndfile could not."""
     info = _ffprobe(path)
     if info is None or shutil.which("ffmpeg") is None:
-        return None
+        raise AudioError(f"cannot read audio '{path}': {reason}") from None
     return _FFmpegFile(path, info)
 
 
