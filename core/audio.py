@@ -14,11 +14,13 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -429,7 +431,17 @@ def normalize_log_mel(logmel: torch.Tensor, dynamic_range: float = 8.0) -> torch
 
 def _ffprobe(path: Path) -> AudioInfo | None:
     """The first audio stream of `path` as ffprobe sees it; None when ffprobe is missing
-    or finds no media in the file. A media file without sound raises AudioError."""
+    or finds no media in the file. A media file without sound raises AudioError.
+
+    The answer is kept while the file stays the same (its size and time of change), so the
+    up-front check of a command and its reading probe the file once."""
+    stat = path.stat()
+    return _ffprobe_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(path))
+
+
+@functools.lru_cache(maxsize=64)
+def _ffprobe_cached(real: str, size: int, mtime_ns: int, shown: str) -> AudioInfo | None:
+    path = Path(shown)
     ffprobe = shutil.which("ffprobe")
     if ffprobe is None:
         return None
@@ -479,6 +491,7 @@ class _FFmpegFile:
         command = [shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-v", "error", "-i", str(path)]
         command += ["-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le", "-"]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._errors)
+        self._warned = False
 
     def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
         """Up to `frames` frames `(t, C)` (all that is left when negative); (0, C) at the end."""
@@ -486,11 +499,23 @@ class _FFmpegFile:
         width = 4 * self.channels
         data = self._process.stdout.read(-1 if frames < 0 else frames * width)
         if frames < 0 or len(data) < frames * width:  # the end: did ffmpeg decode it all?
-            if self._process.wait() != 0:
-                self._errors.seek(0)
-                lines = self._errors.read().decode(errors="replace").strip().splitlines()
-                reason = lines[-1] if lines else f"ffmpeg exited with {self._process.returncode}"
+            failed = self._process.wait() != 0
+            self._errors.seek(0)
+            lines = self._errors.read().decode(errors="replace").strip().splitlines()
+            if failed:
+                reason = (
+                    _ffmpeg_message(lines[-1])
+                    if lines
+                    else f"ffmpeg exited with {self._process.returncode}"
+                )
                 raise AudioError(f"cannot read audio '{self.name}': {reason}")
+            if lines and not self._warned:  # decoded, but not cleanly: a cut or damaged file
+                self._warned = True
+                warnings.warn(
+                    f"'{self.name}' may be cut short or damaged: ffmpeg decoded it with "
+                    f"errors ({_ffmpeg_message(lines[-1])})",
+                    stacklevel=2,
+                )
         data = data[: len(data) - len(data) % width]
         return np.frombuffer(data, dtype=np.float32).reshape(-1, self.channels).astype(dtype)
 
@@ -507,6 +532,11 @@ class _FFmpegFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ffmpeg_message(line: str) -> str:
+    """An ffmpeg log line without its "[component @ 0x...]" prefix."""
+    return re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\]\s*", "", " ".join(line.split()))
 
 
 def _existing_file(path: str | os.PathLike) -> Path:

@@ -2,6 +2,7 @@ import io
 import math
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import librosa
@@ -29,6 +30,7 @@ from core.audio import (
     write_wav_stream,
 )
 from core.errors import AudioError
+from vocalis import cli
 
 LJ_CLIP = Path(__file__).resolve().parents[2] / "shared/data/ljspeech/wavs/LJ001-0001.flac"
 
@@ -201,6 +203,44 @@ def test_formats_libsndfile_cannot_read_are_decoded_by_ffmpeg(tmp_path, monkeypa
     monkeypatch.setattr(shutil, "which", lambda name: None)  # no ffmpeg: libsndfile's error
     with pytest.raises(AudioError, match="cannot read audio '.*memo.m4a'"):
         load_audio(memo)
+
+
+@needs_ffmpeg
+def test_a_cut_short_file_is_decoded_as_far_as_it_goes_with_a_warning(tmp_path, capsys):
+    """A voice memo cut off in the middle of a copy: what is there is read, ffmpeg's
+    complaint comes out as a one-line warning, and ffprobe runs once per file."""
+    src = save_audio(tmp_path / "src.wav", _tone(3.0, 16000), 16000)
+    memo = tmp_path / "memo.m4a"
+    _ffmpeg("-i", src, "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", memo)
+    cut = tmp_path / "cut.m4a"
+    cut.write_bytes(memo.read_bytes()[: memo.stat().st_size * 6 // 10])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the whole file decodes without one
+        whole = load_audio(memo)[0]
+    with pytest.warns(UserWarning, match="cut.m4a' may be cut short or damaged: ffmpeg"):
+        part = load_audio(cut)[0]
+    assert 0.3 * whole.shape[-1] < part.shape[-1] < 0.9 * whole.shape[-1]
+    torch.testing.assert_close(part, whole[:, : part.shape[-1]], atol=0.02, rtol=0)
+
+    calls = []
+    real_run = subprocess.run
+
+    def counting_run(command, *args, **kwargs):
+        calls.append(Path(command[0]).name)
+        return real_run(command, *args, **kwargs)
+
+    other = tmp_path / "other.m4a"  # a file not probed yet
+    other.write_bytes(memo.read_bytes())
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(subprocess, "run", counting_run)
+        info = audio_info(other)
+        blocks = list(iter_audio_blocks(other, 1.0))
+    assert calls == ["ffprobe"] and info.sample_rate == 16000 and blocks[0].shape == (1, 16000)
+
+    assert cli.main(["audio", "convert", str(cut), str(tmp_path / "out.wav")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("vocalis: warning: '"), err
 
 
 def test_block_writing_round_trips_and_is_atomic(tmp_path):

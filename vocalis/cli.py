@@ -6,7 +6,7 @@ torch and the models inside its handlers, so `vocalis --help` stays fast.
 
 Errors the user can fix (`core.errors.VocalisError`, missing files, bad values) are
 printed as one line, `vocalis: error: ...`, with exit status 2; anything else is a bug
-and keeps its traceback.
+and keeps its traceback. Warnings are one line too, `vocalis: warning: ...`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from vocalis import __version__
 
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         (getattr(args, "group_parser", None) or parser).print_help(sys.stderr)
         return 2
     try:
-        result = args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            result = args.handler(args)
     except (VocalisError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"vocalis: error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -60,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         print("vocalis: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"vocalis: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
 
 
 def _one_line(e: BaseException) -> str:
