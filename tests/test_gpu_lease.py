@@ -237,3 +237,18 @@ def test_render_rebuilds_the_training_rows_of_a_corpus_sample_for_sample(tmp_pat
         o = original[u.id]
         assert (u.text, u.speaker, u.split, u.duration) == (o.text, o.speaker, "train", o.duration)
         assert np.array_equal(sf.read(u.audio)[0], sf.read(o.audio)[0]), u.id
+
+
+def test_the_asr_lease_config_trains_on_exactly_what_prepare_packs():
+    """Every manifest of asr_lease.json is a corpus prepare.py --asr renders again or real
+    speech it carries, and everything it packs is trained on: a missing one would stop a
+    lease at its first step, an unused one would spend the 64 MB a call carries."""
+    prepare = _script("prepare")
+    config = json.loads((ROOT / "training" / "configs" / "asr_lease.json").read_text())
+    named = [m if isinstance(m, str) else m["path"] for m in config["data"]["manifests"]]
+    packed = [f"{name}/manifest.jsonl" for name in prepare.ASR_CORPORA]
+    packed += [f"asr_real/{name}.jsonl" for name, _ in prepare.ASR_REAL]
+    assert sorted(named) == sorted(packed)
+    cpu = json.loads((ROOT / "training" / "configs" / "asr_cpu_gcide.json").read_text())
+    corpora = [m for m in cpu["data"]["manifests"] if isinstance(m, str)]
+    assert corpora == packed[: len(corpora)]  # the CPU recipe's corpora, in its order

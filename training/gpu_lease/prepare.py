@@ -18,8 +18,8 @@
   engines (`engines.py`: espeak-ng and flite with their libraries, 17 MB), every training
   row of the synthetic corpora (`render.py`: speaker, text and settings, 1.2 MB for 44 h of
   espeak and flite audio), and the real training speech in Ogg Opus at `--asr-kbps`
-  (`asr_opus/`: the spoken digits and the pocketsphinx-labelled LibriSpeech readers, about
-  10 MB at 24 kbps), decoded on the device to `asr_real/`; with `--asr-init CKPT`, that ASR
+  (`asr_opus/`: the spoken digits, LJ Speech's training clips and the pocketsphinx-labelled
+  LibriSpeech readers, about 12 MB at 24 kbps), decoded on the device to `asr_real/`; with `--asr-init CKPT`, that ASR
   checkpoint as `asr_init.safetensors` to continue from;
 - with `--valle-init CKPT`, `valle_init.q8.safetensors`: that VALL-E in int8 (`transport.py`),
   for `VALLE_INIT=.lease/valle_init.q8.safetensors` (then move `models/tts/valle.*` out of
@@ -108,9 +108,17 @@ def to_opus(u: Utterance, dst: Path, kbps: float) -> Utterance:
 
 
 # The synthetic corpora an ASR lease renders again, and its real speech (name, manifest).
-ASR_CORPORA = ("synth", "synth_voices", "synth_wordnet", "synth_wordnet_voices")
+ASR_CORPORA = (
+    "synth",
+    "synth_voices",
+    "synth_wordnet",
+    "synth_wordnet_voices",
+    "synth_gcide",
+    "synth_gcide_voices",
+)
 ASR_REAL = (
     ("fsdd", "imports/fsdd.jsonl"),
+    ("ljspeech", "imports/ljspeech.jsonl"),
     (
         "librispeech_pocketsphinx",
         str(ROOT / "corpus" / "labels" / "librispeech_pocketsphinx.jsonl"),
