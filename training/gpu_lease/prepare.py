@@ -16,11 +16,12 @@
   far above what it reaches itself at 6 kbps;
 - with `--asr`, what an ASR lease renders and hears (`run.sh` with JOBS=asr): the speech
   engines (`engines.py`: espeak-ng and flite with their libraries, 17 MB), every training
-  row of the synthetic corpora (`render.py`: speaker, text and settings, 1.2 MB for 44 h of
-  espeak and flite audio), and the real training speech in Ogg Opus at `--asr-kbps`
-  (`asr_opus/`: the spoken digits, LJ Speech's training clips and the pocketsphinx-labelled
-  LibriSpeech readers, about 12 MB at 24 kbps), decoded on the device to `asr_real/`; with `--asr-init CKPT`, that ASR
-  checkpoint as `asr_init.safetensors` to continue from;
+  row of the synthetic corpora (`render.py`: speaker, text and settings; 47 503 rows for
+  about 65 h of espeak and flite audio), and the real training speech in Ogg Opus at
+  `--asr-kbps` (`asr_opus/`: the spoken digits, LJ Speech's training clips and the
+  pocketsphinx-labelled LibriSpeech readers, about 12 MB at 24 kbps), decoded on the device
+  to `asr_real/`; with `--asr-init CKPT`, that ASR checkpoint as `asr_init.safetensors` to
+  continue from;
 - with `--valle-init CKPT`, `valle_init.q8.safetensors`: that VALL-E in int8 (`transport.py`),
   for `VALLE_INIT=.lease/valle_init.q8.safetensors` (then move `models/tts/valle.*` out of
   the checkout for the call: the int8 copy is what travels).
