@@ -1,7 +1,12 @@
 """vocalis speech recognition: a Whisper-style encoder-decoder (`ASRModel`), its BPE
 tokenizer with Whisper's special tokens, decoding (greedy, beam search, temperature
-fallback) and long-form transcription: pieces of at most 10 s cut at pauses and decoded in
-batches (or Whisper's 30-second windows with seek).
+fallback) and long-form transcription: pieces of at most 15 s cut at pauses and decoded in
+batches (or Whisper's 30-second windows with seek). `transcribe`'s defaults decode as
+`vocalis transcribe` does: beam search with the CTC head's vote and the shipped LM.
+
+    model = load_asr("models/asr/warm_start.safetensors")
+    for t in transcribe(model, ["talk.wav"]):
+        print(t.text)
 
 Importing `asr` pulls in torch and the `tokenizers` library, never training code.
 """

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from asr.ctc import CTCPrefixScorer, Speller
-from asr.lm import NGramLM
+from asr.lm import DEFAULT_LM_WEIGHT, NGramLM, shipped_lm
 from asr.model import ASRModel, AudioFeatures
 from asr.tokenizer import TIME_PRECISION, Tokenizer
 
@@ -43,9 +43,10 @@ class DecodingOptions:
     # DEFAULT_CTC_WEIGHT if the model has a head, else 0.
     ctc_weight: float | None = None
     # Shallow fusion with a token n-gram LM (asr.lm.NGramLM) at temperature 0: every beam
-    # step adds lm_weight * log P_lm(token | the beam's text) to the search score.
-    lm: NGramLM | None = None
-    lm_weight: float = 0.0
+    # step adds lm_weight * log P_lm(token | the beam's text) to the search score. "auto":
+    # the shipped LM (models/asr/lm) when it was counted with the model's tokenizer, else none.
+    lm: NGramLM | str | None = None
+    lm_weight: float = DEFAULT_LM_WEIGHT
     # Return each item's CTC log-probs with its result (`DecodingResult.ctc_log_probs`), from
     # the same encoder pass as the decoding: word timing needs them (a model with a CTC head).
     keep_ctc: bool = False
@@ -59,14 +60,20 @@ class DecodingOptions:
             raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
         if not self.lm_weight >= 0:
             raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
+        if isinstance(self.lm, str) and self.lm != "auto":
+            raise ValueError(f"lm must be an NGramLM, 'auto' or None, got {self.lm!r}")
 
     @property
     def fused(self) -> bool:
         """Whether the search adds a language model's scores."""
-        return self.lm is not None and self.lm_weight > 0
+        return isinstance(self.lm, NGramLM) and self.lm_weight > 0
 
     def for_model(self, model: ASRModel) -> DecodingOptions:
-        """These options with `ctc_weight` resolved for `model` (None: its default)."""
+        """These options resolved for `model`: `ctc_weight` None is its default, `lm` "auto"
+        the shipped LM or None."""
+        if self.lm == "auto":
+            lm = shipped_lm(model.tokenizer) if model.tokenizer is not None else None
+            return dataclasses.replace(self, lm=lm).for_model(model)
         if self.lm is not None and model.tokenizer is not None:
             self.lm.check_tokenizer(model.tokenizer)
         if self.keep_ctc and model.ctc is None:

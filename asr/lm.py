@@ -21,6 +21,7 @@ backoff form gives exactly the interpolated probabilities for every n-gram kept.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -375,3 +376,20 @@ def load_lm(path: str | os.PathLike) -> NGramLM:
             f"'{ckpt.path}' does not hold the tables of an order-{ckpt.dims.order} LM"
         )
     return NGramLM(ckpt.dims, ckpt.state_dict)
+
+
+def shipped_lm(tokenizer: Tokenizer, path: str | os.PathLike = SHIPPED_LM) -> NGramLM | None:
+    """The LM at `path` (default: the shipped one) when it is there and was counted with
+    `tokenizer`, else None. Read once per file version (path, size, modification time), so
+    every call of `transcribe` and every batch can ask for it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    lm = _cached_lm(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    return lm if lm.fits(tokenizer) else None
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_lm(real: str, size: int, mtime_ns: int) -> NGramLM:
+    return load_lm(real)

@@ -66,7 +66,9 @@ PAUSE_DEPTH_DB = 25.0  # ... and at least this below the loud ones
 
 @dataclass(frozen=True)
 class TranscribeOptions:
-    decoding: DecodingOptions = DecodingOptions(timestamps=True)
+    # The defaults of `vocalis transcribe`: beam search of 5, the CTC head's vote when the
+    # model has one, the shipped LM when it fits the model's tokenizer.
+    decoding: DecodingOptions = DecodingOptions(timestamps=True, beam_size=5, lm="auto")
     fallback: FallbackOptions = FallbackOptions()
     silence_dbfs: float = -60.0  # RMS below this: a silent window, not decoded
     batch_size: int = 8  # windows decoded together
@@ -681,6 +683,8 @@ def transcribe(
 
     if options.word_timestamps and model.ctc is None:
         raise ValueError("word timestamps need a model with a CTC head")
+    # resolved once ("auto" LM, default CTC weight), not per batch
+    options = replace(options, decoding=options.decoding.for_model(model))
 
     def opener(x: str | os.PathLike | Tensor) -> Callable[[], Iterable[Tensor]]:
         if isinstance(x, Tensor):

@@ -9,8 +9,9 @@ import torch
 
 from asr.decoding import DecodingOptions, decode
 from asr.lm import NGramLM, build_lm, corpus_text, load_lm, save_lm, sentences_of
+from asr.tokenizer import Tokenizer
 from core.errors import CheckpointError
-from tests.helpers.asr import TEXTS, one_thread, tiny_tokenizer
+from tests.helpers.asr import TEXTS, one_thread, tiny_model, tiny_tokenizer
 
 _threads = pytest.fixture(autouse=True)(one_thread)
 
@@ -190,3 +191,47 @@ def test_the_shipped_lm_fits_the_warm_start_and_prefers_words_to_sounds():
         ("There were three of them.", "Dere were three of them."),
     ):
         assert lm.sentence_logprob(tok.encode(said)) > lm.sentence_logprob(tok.encode(heard)) + 2
+
+
+def test_lm_auto_is_the_shipped_lm_when_it_fits_and_read_once(tmp_path):
+    from asr.lm import shipped_lm
+
+    tok = tiny_tokenizer()
+    texts = [t.lower() for t in TEXTS] * 3
+    dims, tables, training = build_lm(texts, tok, order=3)
+    path = tmp_path / "lm"
+    save_lm(path, dims, tables, training)
+    weights = tmp_path / "lm.safetensors"
+    first = shipped_lm(tok, weights)
+    assert first is not None and shipped_lm(tok, weights) is first  # read once
+    other = Tokenizer.train(["completely different words here"] * 3, 280)
+    assert shipped_lm(other, weights) is None  # counted with another tokenizer: no LM
+    assert shipped_lm(tok, tmp_path / "missing.safetensors") is None
+    with pytest.raises(ValueError, match="'auto' or None"):
+        DecodingOptions(lm="shipped")
+    # a model whose tokenizer the shipped LM was not counted with decodes without one
+    resolved = DecodingOptions(lm="auto").for_model(tiny_model())
+    assert resolved.lm is None and not resolved.fused
+
+
+def test_the_api_decodes_as_the_command_does_by_default(capsys):
+    """`asr.transcribe` with its default options gives the words `vocalis transcribe` prints:
+    beam 5, the CTC head's vote and the shipped LM (the API used to decode greedily without
+    the LM, so `vocalis say` transcribed prompts worse than `vocalis transcribe` did)."""
+    from asr.decoding import DEFAULT_CTC_WEIGHT
+    from asr.lm import SHIPPED_LM, shipped_lm
+    from asr.model import WARM_START_CHECKPOINT, load_asr
+    from asr.transcribe import TranscribeOptions, transcribe
+    from vocalis import cli
+
+    if not (SHIPPED_LM.is_file() and WARM_START_CHECKPOINT.is_file()):
+        pytest.skip("no shipped LM or warm-start weights")
+    example = WARM_START_CHECKPOINT.parents[1] / "voices" / "ljspeech.wav"
+    model = load_asr(WARM_START_CHECKPOINT)
+    resolved = TranscribeOptions().decoding.for_model(model)
+    assert resolved.beam_size == 5 and resolved.ctc_weight == DEFAULT_CTC_WEIGHT
+    assert resolved.fused and resolved.lm is shipped_lm(model.tokenizer)
+    api = next(iter(transcribe(model, [example], TranscribeOptions(workers=1)))).text.strip()
+    argv = ["transcribe", str(example), "--model", str(WARM_START_CHECKPOINT)]
+    assert cli.main([*argv, "--precision", "fp32", "--workers", "1"]) == 0
+    assert api and api == capsys.readouterr().out.strip()

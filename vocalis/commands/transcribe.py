@@ -147,15 +147,12 @@ def check_lm_weight(weight: float | None) -> None:
 def load_fusion_lm(choice: str, model):
     """The LM named by --lm for `model`, or None ('none', or 'auto' with no shipped LM that
     fits the model's tokenizer). A named LM that does not fit is a one-line error."""
-    from asr.lm import SHIPPED_LM, load_lm
+    from asr.lm import load_lm, shipped_lm
 
     if choice == "none":
         return None
     if choice == "auto":
-        if not SHIPPED_LM.is_file():
-            return None
-        lm = load_lm(SHIPPED_LM)
-        return lm if lm.fits(model.tokenizer) else None
+        return shipped_lm(model.tokenizer)
     lm = load_lm(choice)
     lm.check_tokenizer(model.tokenizer)
     return lm
