@@ -8,7 +8,7 @@ import torch
 from asr.model import SAMPLE_RATE
 from tests.helpers.asr import clip_batch, tiny_model
 from training.asr_task import ASRDataConfig, ASRTask, SpecAugment
-from training.rooms import colour, mic_gains, room_response
+from training.rooms import colour, fast_fft_size, filtered, mic_gains, room_response
 
 
 def _rt60_from_decay(response: torch.Tensor, rate: int) -> float:
@@ -90,6 +90,36 @@ def test_reverb_spreads_a_click_into_a_tail():
     early = float(energy[1000 + 1600 : 1000 + 3200].sum())
     late = float(energy[1000 + 4800 : 1000 + 6400].sum())
     assert 10 * math.log10(early / late) == pytest.approx(24.0, abs=4.0)
+
+
+def test_fft_sizes_are_the_smallest_with_only_factors_2_3_5():
+    def smooth(m: int) -> bool:
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in range(1, 2000):
+        size = fast_fft_size(n)
+        assert size >= n and smooth(size) and not any(smooth(k) for k in range(n, size))
+    assert fast_fft_size(250_001) == 253_125  # 3^4 * 5^5, not 262 144
+
+
+def test_a_room_is_a_linear_convolution_whatever_the_fft_size():
+    torch.manual_seed(0)
+    clip = torch.randn(12_347)  # a prime length: the FFT is padded to a 2-3-5 size
+    torch.manual_seed(1)
+    out = filtered(clip, SAMPLE_RATE, room=(0.3, 6.0))
+    torch.manual_seed(1)
+    response = room_response(0.3, 6.0, SAMPLE_RATE)
+    direct = torch.nn.functional.conv1d(
+        clip.double().view(1, 1, -1),
+        response.double().flip(0).view(1, 1, -1),
+        padding=len(response) - 1,
+    ).view(-1)[: len(clip)]
+    direct = direct * clip.double().pow(2).mean().sqrt() / direct.pow(2).mean().sqrt()
+    assert out.shape == clip.shape
+    torch.testing.assert_close(out.double(), direct, atol=1e-4, rtol=1e-4)
 
 
 def test_colour_off_draws_nothing_and_returns_the_batch():
