@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -285,8 +286,12 @@ def test_eval_tts_cli_with_fakes(tones, tmp_path, monkeypatch, capsys):
     ] * 2
     printed = capsys.readouterr().out
     assert printed == (out / "report.md").read_text() and "| seen voices | 1 |" in printed
-    assert json.loads((out / "report.json").read_text())["targets_met"] is True
+    report = json.loads((out / "report.json").read_text())
+    assert report["targets_met"] is True
     assert len(list((out / "audio").glob("*.wav"))) == 2
+    # the report names the clips where they are, not in the working folder they left
+    named = sorted(Path(i["output_audio"]) for i in report["items"])
+    assert named == sorted((out / "audio").glob("*.wav"))
     # a second run into the same folder keeps only its own clips
     (out / "audio" / "9999_stale.wav").write_bytes(b"old")
     try:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import random
 import re
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -292,6 +293,20 @@ class TTSEvalReport:
 
     def group(self, name: str) -> GroupScore | None:
         return next((g for g in self.groups if g.group == name), None)
+
+    def with_audio_in(self, folder: str | os.PathLike | None) -> TTSEvalReport:
+        """This report with every output clip named in `folder` (where the clips were moved
+        from the working folder), or "" for each where the clips were not kept (None)."""
+        items = tuple(
+            replace(
+                i,
+                output_audio=""
+                if folder is None
+                else str(Path(folder) / Path(i.output_audio).name),
+            )
+            for i in self.items
+        )
+        return replace(self, items=items)
 
     def check(self, targets: Targets = FIRST_TARGETS) -> dict[str, bool | None]:
         """Each target -> met, or None when it could not be measured (no such group, or a

@@ -560,6 +560,8 @@ def run_tts(args: argparse.Namespace) -> int:
             notes=notes,
             progress=lambda line: print(line, file=sys.stderr),
         )
+        # the clips end up in --out/audio, or nowhere without --out
+        report = report.with_audio_in(None if out is None else out / "audio")
         if out is not None:
             _replace_folder(Path(tmp), out / "audio")
             write_bytes_atomic(out / "report.json", report.to_json().encode("utf-8"))
