@@ -123,7 +123,7 @@ def filtered(
     if response is not None:
         spectrum = spectrum * torch.fft.rfft(response, size)
     if eq_db is not None or lowpass_hz is not None:
-        freqs = torch.arange(size // 2 + 1) * (rate / size)  # torch.fft.rfftfreq's bins
+        freqs = torch.fft.rfftfreq(size, 1.0 / rate)
         spectrum = spectrum * mic_gains(freqs, eq_db or 0.0, lowpass_hz)
     coloured = torch.fft.irfft(spectrum, size)[:n]
     scale = clip.pow(2).mean().sqrt() / coloured.pow(2).mean().sqrt().clamp(min=1e-8)
