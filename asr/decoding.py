@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from asr.ctc import CTCPrefixScorer, Speller
-from asr.lm import DEFAULT_LM_WEIGHT, NGramLM, shipped_lm
+from asr.lexicon import WordJudge
+from asr.lm import DEFAULT_LEXICON_PENALTY, DEFAULT_LM_WEIGHT, NGramLM, shipped_lm
 from asr.model import ASRModel, AudioFeatures
 from asr.tokenizer import TIME_PRECISION, Tokenizer
 
@@ -47,6 +48,9 @@ class DecodingOptions:
     # the shipped LM (models/asr/lm) when it was counted with the model's tokenizer, else none.
     lm: NGramLM | str | None = None
     lm_weight: float = DEFAULT_LM_WEIGHT
+    # Subtracted from a beam's score (at temperature 0, beam_size > 1) once for each word it
+    # writes outside the lexicon of `lm` (asr.lexicon), if that LM keeps one.
+    lexicon_penalty: float = DEFAULT_LEXICON_PENALTY
     # Return each item's CTC log-probs with its result (`DecodingResult.ctc_log_probs`), from
     # the same encoder pass as the decoding: word timing needs them (a model with a CTC head).
     keep_ctc: bool = False
@@ -60,6 +64,8 @@ class DecodingOptions:
             raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
         if not self.lm_weight >= 0:
             raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
+        if not self.lexicon_penalty >= 0:
+            raise ValueError(f"lexicon_penalty must be >= 0, got {self.lexicon_penalty}")
         if isinstance(self.lm, str) and self.lm != "auto":
             raise ValueError(f"lm must be an NGramLM, 'auto' or None, got {self.lm!r}")
 
@@ -67,6 +73,15 @@ class DecodingOptions:
     def fused(self) -> bool:
         """Whether the search adds a language model's scores."""
         return isinstance(self.lm, NGramLM) and self.lm_weight > 0
+
+    @property
+    def judges_words(self) -> bool:
+        """Whether the search penalises words outside the LM's lexicon."""
+        return (
+            isinstance(self.lm, NGramLM)
+            and self.lm.lexicon is not None
+            and self.lexicon_penalty > 0
+        )
 
     def for_model(self, model: ASRModel) -> DecodingOptions:
         """These options resolved for `model`: `ctc_weight` None is its default, `lm` "auto"
@@ -357,6 +372,10 @@ def _beam_search(
     w = options.ctc_weight
     lm = options.lm if options.fused else None
     n_items = audio.x.shape[0]
+    judge = None
+    if options.judges_words:
+        judge = WordJudge(options.lm.lexicon, tok.piece_texts)
+        words = [WordJudge.START] * (n_items * k)  # per row: the unfinished word
     ctc = None
     if w > 0:
         assert ctc_log_probs is not None
@@ -393,6 +412,13 @@ def _beam_search(
         if lm is not None:
             contexts = [lm.context(beam) for beam in beams]
             lm_term = options.lm_weight * lm.score(contexts, top_tok)
+        if judge is not None:  # the next states of every candidate, and their penalties
+            judged = [
+                [judge.advance(words[r], t) for t in row] for r, row in enumerate(top_tok.tolist())
+            ]
+            unknown = torch.tensor([[n for _, n in row] for row in judged], device=device)
+            penalty = -options.lexicon_penalty * unknown.to(step_lp.dtype)
+            lm_term = penalty if lm_term is None else lm_term + penalty
         if ctc is None:
             total = scores.unsqueeze(1) + step_lp
         else:
@@ -437,6 +463,8 @@ def _beam_search(
                 (spelling[r][0] or bool(units), pending)
                 for r, (units, pending) in zip(source, grown)
             ]
+        if judge is not None:
+            words = [judged[r][j][0] for r, j in zip(source, column)]
         if all(len(f) >= k for f in finished) or step == max_tokens - 1:
             break
         # Beams move only among the rows of their own utterance, whose audio (and so
@@ -457,6 +485,8 @@ def _beam_search(
                 state = state.take(keep_rows)
                 item_of_row = item_of_row[keep_rows]
                 spelling = [spelling[r] for r in keep]
+            if judge is not None:
+                words = [words[r] for r in keep]
         else:
             cache.reorder(source_rows, cross=False)
         step_tokens = torch.tensor(next_tokens, device=device).unsqueeze(1)  # (rows, 1)

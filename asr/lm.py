@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from asr.lexicon import Lexicon, lexicon_words
 from asr.tokenizer import Tokenizer
 from core.checkpoint import model_meta, read_model_checkpoint, write_model_files
 from core.errors import CheckpointError
@@ -40,6 +41,9 @@ KIND = "asr-lm"
 SHIPPED_LM = Path(__file__).resolve().parents[1] / "models" / "asr" / "lm.safetensors"
 # The fusion weight unless told otherwise (chosen on the valid splits: the README's ASR section).
 DEFAULT_LM_WEIGHT = 0.3
+# What the search subtracts per word outside the LM's lexicon (asr.lexicon), in the units of
+# its log-probability score (chosen on the valid splits: docs/asr.md).
+DEFAULT_LEXICON_PENALTY = 2.0
 NEVER = -99.0  # the log-probability of the sentence start (only ever a context)
 
 
@@ -56,6 +60,8 @@ class NGramLM:
 
     def __init__(self, dims: LMDims, tables: dict[str, Tensor]) -> None:
         self.dims = dims
+        # the words of the LM's text (asr.lexicon); None in LMs counted before it was kept
+        self.lexicon = Lexicon.from_tensor(tables["lexicon"]) if "lexicon" in tables else None
         self.keys = [tables[f"keys.{n}"].long() for n in range(1, dims.order + 1)]
         self.logprobs = [tables[f"logprobs.{n}"].float() for n in range(1, dims.order + 1)]
         # (the longest n-grams are never a context: they have no backoff weights)
@@ -154,7 +160,8 @@ def build_lm(
     prune: int = 1,
 ) -> tuple[LMDims, dict[str, Tensor], dict]:
     """Interpolated Kneser-Ney over the BPE pieces of `lines` (one sentence or utterance
-    each): the dims, the tables for `NGramLM`, and counts for the training record.
+    each): the dims, the tables for `NGramLM` (with the lexicon of the lines' words), and
+    counts for the training record.
 
     N-grams of order 3 and above seen `prune` times or fewer are dropped after the
     probabilities are computed (their mass is reached through backoff instead), which
@@ -258,6 +265,8 @@ def build_lm(
         tables[f"logprobs.{n}"] = torch.from_numpy(logprobs[n - 1][keep].astype(np.float32))
         if n < order:
             tables[f"backoffs.{n}"] = torch.from_numpy(backoffs[n - 1][keep].astype(np.float32))
+    lexicon = Lexicon(lexicon_words(texts))
+    tables["lexicon"] = lexicon.to_tensor()
     dims = LMDims(order=order, n_text=n_text, bits=bits, tokenizer_sha256=tokenizer.sha256)
     record = {
         "lines": n_lines,
@@ -265,6 +274,7 @@ def build_lm(
         "n_grams": kept,
         "discounts": [round(d, 4) for d in discounts],
         "prune": prune,
+        "lexicon words": len(lexicon),
     }
     return dims, tables, record
 
@@ -371,7 +381,7 @@ def load_lm(path: str | os.PathLike) -> NGramLM:
     order = ckpt.dims.order
     expected = {f"{t}.{n}" for t in ("keys", "logprobs") for n in range(1, order + 1)}
     expected |= {f"backoffs.{n}" for n in range(1, order)}
-    if set(ckpt.state_dict) != expected:
+    if set(ckpt.state_dict) - {"lexicon"} != expected:
         raise CheckpointError(
             f"'{ckpt.path}' does not hold the tables of an order-{ckpt.dims.order} LM"
         )

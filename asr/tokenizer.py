@@ -95,6 +95,12 @@ class Tokenizer:
         """Text of the BPE ids in `ids`; special and timestamp tokens are dropped."""
         return self.bpe.decode([i for i in ids if i < self.n_text]).strip()
 
+    @functools.cached_property
+    def piece_texts(self) -> list[str]:
+        """The text of each BPE piece alone (a leading space where it starts a word; a
+        character split across pieces decodes to U+FFFD)."""
+        return [self.bpe.decode([i]) for i in range(self.n_text)]
+
     def decode_with_timestamps(self, ids: Sequence[int]) -> str:
         """Text with timestamp tokens written as `<|1.24|>` (other specials by name)."""
         out: list[str] = []

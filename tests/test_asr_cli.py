@@ -390,23 +390,31 @@ def test_an_lm_counted_by_train_asr_lm_is_fused_by_transcribe_and_eval(files, ca
     heavy += ["--no-fallback", "--no-timestamps"]
     assert main(["transcribe", hello, "--model", checkpoint, *heavy]) == 0
     assert capsys.readouterr().out.startswith("Good morn")  # TEXTS[1], near enough
-    for off in (["--lm", "none"], ["--lm", lm, "--lm-weight", "0"], []):
+    weightless = ["--lm", lm, "--lm-weight", "0"]
+    for off in (["--lm", "none"], [*weightless, "--lexicon-penalty", "0"], []):
         assert main(["transcribe", hello, "--model", checkpoint, *off]) == 0
         assert capsys.readouterr().out == f"{TEXTS[0]}\n"
+    # Its lexicon lacks "hello" and "world" (never read): a heavy penalty keeps them out.
+    strict = [*weightless, "--lexicon-penalty", "50", "--beam-size", "3", "--no-fallback"]
+    assert main(["transcribe", hello, "--model", checkpoint, *strict]) == 0
+    assert not {"hello", "world"} & set(capsys.readouterr().out.lower().replace(".", " ").split())
     test = str(write_manifest(tmp_path / "test.jsonl", _test_clips(audio)[:1]))
     argv = ["eval", "asr", "--checkpoint", checkpoint, "--synth", test, "--real", test]
     argv += ["--no-baselines", "--precision", "fp32", "--beam-size", "3", "--json"]
-    assert main([*argv, "--lm", lm, "--lm-weight", "0", "--lm-weight", "20"]) == 0
+    lm_args = ["--lm", lm, "--lm-weight", "0", "--lm-weight", "20", "--lexicon-penalty", "0"]
+    assert main([*argv, *lm_args]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["system"] for r in rows] == [
-        "vocalis (tiny, fp32, LM 0)",
-        "vocalis (tiny, fp32, LM 20)",
+        "vocalis (tiny, fp32, LM 0, lexicon 0)",
+        "vocalis (tiny, fp32, LM 20, lexicon 0)",
     ] * 2  # the synthetic and the real row
     assert rows[0]["wer"] == rows[2]["wer"] == 0.0
     # One-line errors: a weight below 0, an LM of another tokenizer, a file that is not
     # an LM, and nothing to count.
     assert main(["transcribe", hello, "--model", checkpoint, "--lm-weight", "-1"]) == 2
     _one_line_error(capsys, "--lm-weight must be >= 0")
+    assert main([*argv, "--lexicon-penalty", "-1"]) == 2
+    _one_line_error(capsys, "--lexicon-penalty must be >= 0")
     from asr.lm import build_lm, save_lm
     from asr.tokenizer import Tokenizer
 

@@ -257,7 +257,7 @@ def run_asr(args: argparse.Namespace) -> int:
 
     from asr.decoding import DecodingOptions
     from asr.evaluate import evaluate, pocketsphinx_system, vocalis_system
-    from asr.lm import DEFAULT_LM_WEIGHT
+    from asr.lm import DEFAULT_LEXICON_PENALTY, DEFAULT_LM_WEIGHT
     from asr.model import load_asr
     from asr.transcribe import TranscribeOptions
     from core.checkpoint import inference_dtype
@@ -265,6 +265,7 @@ def run_asr(args: argparse.Namespace) -> int:
     from vocalis.commands.data import default_data_root
     from vocalis.commands.transcribe import (
         check_ctc_weight,
+        check_lexicon_penalty,
         check_lm_weight,
         check_workers,
         checked_for_model,
@@ -282,6 +283,8 @@ def run_asr(args: argparse.Namespace) -> int:
         check_ctc_weight(weight)
     for weight in args.lm_weight or []:
         check_lm_weight(weight)
+    for penalty in args.lexicon_penalty or []:
+        check_lexicon_penalty(penalty)
     for value in args.chunk_seconds or []:
         chunk_seconds(value)
     for value in args.pause_seconds or []:
@@ -319,16 +322,19 @@ def run_asr(args: argparse.Namespace) -> int:
     precision = "bf16" if dtype == torch.bfloat16 else "fp32"
     lm = load_fusion_lm(args.lm, model)
     lm_weights = (args.lm_weight or [DEFAULT_LM_WEIGHT]) if lm is not None else [0.0]
+    judged = lm is not None and lm.lexicon is not None
+    penalties = (args.lexicon_penalty or [DEFAULT_LEXICON_PENALTY]) if judged else [0.0]
     systems = []
     chunks, pauses = args.chunk_seconds or [None], args.pause_seconds or [None]
-    grid = itertools.product(args.ctc_weight or [None], lm_weights, chunks, pauses)
-    for weight, lm_weight, chunk, pause in grid:
+    grid = itertools.product(args.ctc_weight or [None], lm_weights, penalties, chunks, pauses)
+    for weight, lm_weight, penalty, chunk, pause in grid:
         decoding = DecodingOptions(
             beam_size=args.beam_size,
             timestamps=False,
             ctc_weight=weight,
             lm=lm,
             lm_weight=lm_weight,
+            lexicon_penalty=penalty,
         )
         decoding = checked_for_model(decoding, model)
         options = TranscribeOptions(
@@ -340,6 +346,8 @@ def run_asr(args: argparse.Namespace) -> int:
         )
         ctc = f", CTC {decoding.ctc_weight:g}" if model.ctc is not None else ""
         fused = f", LM {lm_weight:g}" if lm is not None else ""
+        if judged:
+            fused += f", lexicon {penalty:g}"
         pieces = ""
         if args.chunk_seconds:
             secs = options.chunk_seconds

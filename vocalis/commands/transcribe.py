@@ -135,6 +135,15 @@ def add_lm_arguments(
         help="weight of the LM's log-probabilities in the search (0: none; default "
         "asr.lm.DEFAULT_LM_WEIGHT)" + ("; repeatable: one row each" if repeatable else ""),
     )
+    parser.add_argument(
+        "--lexicon-penalty",
+        type=float,
+        default=None,
+        action="append" if repeatable else "store",
+        help="subtracted from a beam's score per word it writes outside the LM's lexicon "
+        "(0: none; default asr.lm.DEFAULT_LEXICON_PENALTY)"
+        + ("; repeatable: one row each" if repeatable else ""),
+    )
 
 
 def check_lm_weight(weight: float | None) -> None:
@@ -142,6 +151,13 @@ def check_lm_weight(weight: float | None) -> None:
 
     if weight is not None and not weight >= 0:
         raise VocalisError(f"--lm-weight must be >= 0, got {weight:g}")
+
+
+def check_lexicon_penalty(penalty: float | None) -> None:
+    from core.errors import VocalisError
+
+    if penalty is not None and not penalty >= 0:
+        raise VocalisError(f"--lexicon-penalty must be >= 0, got {penalty:g}")
 
 
 def load_fusion_lm(choice: str, model):
@@ -297,6 +313,7 @@ def _options(args: argparse.Namespace, *, timestamps: bool):
     check_workers(args.workers)
     check_ctc_weight(args.ctc_weight)
     check_lm_weight(args.lm_weight)
+    check_lexicon_penalty(args.lexicon_penalty)
     fallback = FallbackOptions(temperatures=(0.0,)) if args.no_fallback else FallbackOptions()
     decoding = DecodingOptions(
         beam_size=args.beam_size, timestamps=timestamps, ctc_weight=args.ctc_weight
@@ -312,12 +329,16 @@ def _options(args: argparse.Namespace, *, timestamps: bool):
 
 
 def with_lm(options, args: argparse.Namespace, model):
-    """`options` with the LM of --lm and its --lm-weight (the default weight if unset)."""
-    from asr.lm import DEFAULT_LM_WEIGHT
+    """`options` with the LM of --lm, its --lm-weight and --lexicon-penalty (the defaults
+    if unset)."""
+    from asr.lm import DEFAULT_LEXICON_PENALTY, DEFAULT_LM_WEIGHT
 
     lm = load_fusion_lm(args.lm, model)
     weight = DEFAULT_LM_WEIGHT if args.lm_weight is None else args.lm_weight
-    decoding = dataclasses.replace(options.decoding, lm=lm, lm_weight=weight)
+    penalty = DEFAULT_LEXICON_PENALTY if args.lexicon_penalty is None else args.lexicon_penalty
+    decoding = dataclasses.replace(
+        options.decoding, lm=lm, lm_weight=weight, lexicon_penalty=penalty
+    )
     return dataclasses.replace(options, decoding=decoding)
 
 
