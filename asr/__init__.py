@@ -2,7 +2,8 @@
 tokenizer with Whisper's special tokens, decoding (greedy, beam search, temperature
 fallback) and long-form transcription: pieces of at most 15 s cut at pauses and decoded in
 batches (or Whisper's 30-second windows with seek). `transcribe`'s defaults decode as
-`vocalis transcribe` does: beam search with the CTC head's vote and the shipped LM.
+`vocalis transcribe` does: beam search with the CTC head's vote, the shipped LM and its
+lexicon penalty.
 
     model = load_asr("models/asr/warm_start.safetensors")
     for t in transcribe(model, ["talk.wav"]):
