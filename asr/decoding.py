@@ -48,8 +48,8 @@ class DecodingOptions:
     # the shipped LM (models/asr/lm) when it was counted with the model's tokenizer, else none.
     lm: NGramLM | str | None = None
     lm_weight: float = DEFAULT_LM_WEIGHT
-    # Subtracted from a beam's score (at temperature 0, beam_size > 1) once for each word it
-    # writes outside the lexicon of `lm` (asr.lexicon), if that LM keeps one.
+    # Subtracted from a beam's score (at temperature 0; greedy too, as a beam of one) once
+    # for each word it writes outside the lexicon of `lm` (asr.lexicon), if it keeps one.
     lexicon_penalty: float = DEFAULT_LEXICON_PENALTY
     # Return each item's CTC log-probs with its result (`DecodingResult.ctc_log_probs`), from
     # the same encoder pass as the decoding: word timing needs them (a model with a CTC head).
@@ -269,7 +269,9 @@ def decode(
     max_tokens = min(options.max_tokens or limit, limit)
     options = options.for_model(model)
     rules = LogitRules(tok, options, audio.lengths.repeat_interleave(options.beam_size).cpu())
-    joint = (options.ctc_weight > 0 or options.fused) and options.temperature == 0
+    joint = options.temperature == 0 and (
+        options.ctc_weight > 0 or options.fused or options.judges_words
+    )
     searched = options.beam_size > 1 or joint
     ctc_log_probs = None
     if options.keep_ctc or (searched and options.ctc_weight > 0):

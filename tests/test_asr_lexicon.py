@@ -83,14 +83,15 @@ def test_the_lm_keeps_the_lexicon_of_its_text_in_its_files(tmp_path):
     assert not DecodingOptions(beam_size=3, lm=NGramLM(dims, old), lexicon_penalty=5).judges_words
 
 
-def test_the_penalty_keeps_the_search_from_writing_unknown_words():
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_the_penalty_keeps_the_search_from_writing_unknown_words(beam_size):
     from asr.model import log_mel_features
     from tests.helpers.asr import clip_batch, overfitted
 
     model, _ = overfitted()
     batch = clip_batch()
     mel, frames = log_mel_features(batch.wav, batch.lengths)
-    alone = decode(model, mel, frames, DecodingOptions(beam_size=3))
+    alone = decode(model, mel, frames, DecodingOptions(beam_size=beam_size))
     assert [r.text for r in alone] == list(TEXTS)
     tok = model.tokenizer
 
@@ -99,11 +100,13 @@ def test_the_penalty_keeps_the_search_from_writing_unknown_words():
         return NGramLM(dims, tables)
 
     # A lexicon with every word said changes nothing, however heavy the penalty.
-    knows_all = DecodingOptions(beam_size=3, lm=lm_of(TEXTS), lm_weight=0.0, lexicon_penalty=50)
+    knows_all = DecodingOptions(
+        beam_size=beam_size, lm=lm_of(TEXTS), lm_weight=0.0, lexicon_penalty=50
+    )
     assert [r.tokens for r in decode(model, mel, frames, knows_all)] == [r.tokens for r in alone]
     # One without "Anna": the second clip no longer says it; the first is untouched.
     no_anna = lm_of(["Hello world.", "Good morning!"])
-    heavy = DecodingOptions(beam_size=3, lm=no_anna, lm_weight=0.0, lexicon_penalty=50)
+    heavy = DecodingOptions(beam_size=beam_size, lm=no_anna, lm_weight=0.0, lexicon_penalty=50)
     first, second = decode(model, mel, frames, heavy)
     assert first.tokens == alone[0].tokens
     assert "anna" not in second.text.lower()
