@@ -94,7 +94,7 @@ class WordJudge:
     """Counts the unknown words that candidate tokens complete or start, beam by beam.
 
     A beam's state is its unfinished run of word characters (lower case) and whether that
-    run was already counted (once per word). `count(state, token)` is 0 or more: a token
+    run was already counted (once per word). `advance(state, token)` counts 0 or more: a token
     that ends a run (a space, punctuation, a special token) counts it unless it is known;
     a token that leaves a run that can no longer become a word counts it at once."""
 

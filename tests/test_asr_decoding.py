@@ -18,7 +18,7 @@ from asr.decoding import (
     needs_fallback,
 )
 from asr.transcribe import parse_window
-from tests.helpers.asr import one_thread, tiny_model, tiny_tokenizer
+from tests.helpers.asr import clip_mels, one_thread, tiny_model, tiny_tokenizer
 
 _threads = pytest.fixture(autouse=True)(one_thread)
 
@@ -184,20 +184,12 @@ def _with_ctc_head(spell, monkeypatch):
     return model
 
 
-def _clip_mels():
-    from asr.model import log_mel_features
-    from tests.helpers.asr import clip_batch
-
-    batch = clip_batch()
-    return log_mel_features(batch.wav, batch.lengths)
-
-
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_a_ctc_head_that_agrees_leaves_the_decoders_text(beam_size, monkeypatch):
     from tests.helpers.asr import TEXTS
 
     model = _with_ctc_head(TEXTS, monkeypatch)
-    mel, frames = _clip_mels()
+    mel, frames = clip_mels()
     alone = decode(model, mel, frames, DecodingOptions(beam_size=beam_size, ctc_weight=0.0))
     joint = decode(model, mel, frames, DecodingOptions(beam_size=beam_size, ctc_weight=0.5))
     assert [r.text for r in alone] == list(TEXTS)
@@ -213,7 +205,7 @@ def test_the_ctc_head_outvotes_text_that_no_frame_supports(beam_size, monkeypatc
 
     # The head hears the other clip's words in each clip, or nothing at all.
     model = _with_ctc_head([TEXTS[1], None], monkeypatch)
-    mel, frames = _clip_mels()
+    mel, frames = clip_mels()
     alone = decode(model, mel, frames, DecodingOptions(beam_size=beam_size, ctc_weight=0.0))
     joint = decode(model, mel, frames, DecodingOptions(beam_size=beam_size, ctc_weight=0.8))
     assert [r.text for r in alone] == list(TEXTS)
@@ -230,7 +222,7 @@ def test_ctc_weight_needs_a_head_and_a_valid_weight(monkeypatch):
     # Unset, it is the default for a model with a head and 0 without.
     headed = _with_ctc_head([TEXTS[1], None], monkeypatch)
     assert DecodingOptions().for_model(headed).ctc_weight == DEFAULT_CTC_WEIGHT > 0
-    mel, frames = _clip_mels()
+    mel, frames = clip_mels()
     unset = decode(headed, mel, frames, DecodingOptions())
     default = decode(headed, mel, frames, DecodingOptions(ctc_weight=DEFAULT_CTC_WEIGHT))
     assert [r.tokens for r in unset] == [r.tokens for r in default]
@@ -322,5 +314,5 @@ def test_a_confident_search_skips_ctc_scores(monkeypatch):
     from tests.helpers.asr import TEXTS
 
     model = _with_ctc_head(TEXTS, monkeypatch)
-    n_pruned, n_full = _pruned_and_full(model, *_clip_mels(), monkeypatch)
+    n_pruned, n_full = _pruned_and_full(model, *clip_mels(), monkeypatch)
     assert n_pruned < 0.8 * n_full

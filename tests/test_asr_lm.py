@@ -136,12 +136,10 @@ def test_valid_and_test_sentences_never_reach_its_text(tmp_path):
 
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_fusion_pulls_the_search_toward_what_the_lm_read(beam_size):
-    from asr.model import log_mel_features
-    from tests.helpers.asr import clip_batch, overfitted
+    from tests.helpers.asr import clip_mels, overfitted
 
     model, _ = overfitted()
-    batch = clip_batch()
-    mel, frames = log_mel_features(batch.wav, batch.lengths)
+    mel, frames = clip_mels()
     alone = decode(model, mel, frames, DecodingOptions(beam_size=beam_size))
     assert [r.text for r in alone] == list(TEXTS)
     agreeing = _lm(list(TEXTS) * 5)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from asr.decoding import DecodingOptions, decode
-from asr.model import SAMPLE_RATE, load_asr, log_mel_features
+from asr.model import SAMPLE_RATE, load_asr
 from asr.transcribe import TranscribeOptions, transcribe
 from core.audio import save_audio
 from core.optim import autocast
@@ -19,6 +19,7 @@ from tests.helpers.asr import (
     TEXTS,
     clip,
     clip_batch,
+    clip_mels,
     one_thread,
     overfitted,
     tiny_model,
@@ -117,8 +118,7 @@ def test_a_tiny_model_overfits_two_clips():
     model, losses = overfitted()
     assert len(losses) == STEPS
     assert losses[-1] < 0.05 * losses[0] and losses[-1] < 0.2
-    batch = clip_batch()
-    mel, frames = log_mel_features(batch.wav, batch.lengths)
+    mel, frames = clip_mels()
     assert [r.text for r in decode(model, mel, frames, DecodingOptions())] == list(TEXTS)
     timed = decode(model, mel, frames, DecodingOptions(timestamps=True))
     assert [r.text for r in timed] == list(TEXTS)

@@ -54,6 +54,14 @@ def clip_batch(seconds: tuple[float, float] = (1.0, 0.8)) -> AudioBatch:
     )
 
 
+def clip_mels() -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-mel features of `clip_batch()` and their valid frames."""
+    from asr.model import log_mel_features
+
+    batch = clip_batch()
+    return log_mel_features(batch.wav, batch.lengths)
+
+
 @functools.lru_cache(maxsize=2)
 def overfitted(ctc_units: str = "") -> tuple[ASRModel, list[float]]:
     """The tiny model trained on the two clips until it knows them; and its loss curve.

@@ -265,8 +265,7 @@ def run_asr(args: argparse.Namespace) -> int:
     from vocalis.commands.data import default_data_root
     from vocalis.commands.transcribe import (
         check_ctc_weight,
-        check_lexicon_penalty,
-        check_lm_weight,
+        check_not_negative,
         check_workers,
         checked_for_model,
         chunk_seconds,
@@ -282,9 +281,9 @@ def run_asr(args: argparse.Namespace) -> int:
     for weight in args.ctc_weight or []:
         check_ctc_weight(weight)
     for weight in args.lm_weight or []:
-        check_lm_weight(weight)
+        check_not_negative("--lm-weight", weight)
     for penalty in args.lexicon_penalty or []:
-        check_lexicon_penalty(penalty)
+        check_not_negative("--lexicon-penalty", penalty)
     for value in args.chunk_seconds or []:
         chunk_seconds(value)
     for value in args.pause_seconds or []:

@@ -106,14 +106,12 @@ def _common(parser: argparse.ArgumentParser, *, beam_size: int, lm: str) -> None
 def add_ctc_weight_argument(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
     # The help names the default without importing it: asr.decoding loads torch, which
     # `vocalis --help` and every command's start-up need not wait for.
-    parser.add_argument(
+    _float_option(
+        parser,
         "--ctc-weight",
-        type=float,
-        default=None,
-        action="append" if repeatable else "store",
-        help="weight of the model's CTC head in the search, 0 to 1 (0: the decoder alone; "
-        "default asr.decoding.DEFAULT_CTC_WEIGHT if the model has a head, else 0)"
-        + ("; repeatable: one row each" if repeatable else ""),
+        "weight of the model's CTC head in the search, 0 to 1 (0: the decoder alone; "
+        "default asr.decoding.DEFAULT_CTC_WEIGHT if the model has a head, else 0)",
+        repeatable,
     )
 
 
@@ -127,37 +125,39 @@ def add_lm_arguments(
         "checkpoint, 'none', or 'auto' (the shipped one, models/asr/lm, when it was counted "
         f"with the model's tokenizer); default {default}",
     )
-    parser.add_argument(
+    _float_option(
+        parser,
         "--lm-weight",
-        type=float,
-        default=None,
-        action="append" if repeatable else "store",
-        help="weight of the LM's log-probabilities in the search (0: none; default "
-        "asr.lm.DEFAULT_LM_WEIGHT)" + ("; repeatable: one row each" if repeatable else ""),
+        "weight of the LM's log-probabilities in the search (0: none; default "
+        "asr.lm.DEFAULT_LM_WEIGHT)",
+        repeatable,
     )
-    parser.add_argument(
+    _float_option(
+        parser,
         "--lexicon-penalty",
-        type=float,
-        default=None,
-        action="append" if repeatable else "store",
-        help="subtracted from a beam's score per word it writes outside the LM's lexicon "
-        "(0: none; default asr.lm.DEFAULT_LEXICON_PENALTY)"
-        + ("; repeatable: one row each" if repeatable else ""),
+        "subtracted from a beam's score per word it writes outside the LM's lexicon "
+        "(0: none; default asr.lm.DEFAULT_LEXICON_PENALTY)",
+        repeatable,
     )
 
 
-def check_lm_weight(weight: float | None) -> None:
+def _float_option(parser: argparse.ArgumentParser, flag: str, help: str, repeatable: bool) -> None:
+    """A float option, unset by default; with `repeatable`, a list of values."""
+    parser.add_argument(
+        flag,
+        type=float,
+        default=None,
+        action="append" if repeatable else "store",
+        help=help + ("; repeatable: one row each" if repeatable else ""),
+    )
+
+
+def check_not_negative(flag: str, value: float | None) -> None:
+    """A one-line error for a negative (or NaN) value of `flag`; unset (None) passes."""
     from core.errors import VocalisError
 
-    if weight is not None and not weight >= 0:
-        raise VocalisError(f"--lm-weight must be >= 0, got {weight:g}")
-
-
-def check_lexicon_penalty(penalty: float | None) -> None:
-    from core.errors import VocalisError
-
-    if penalty is not None and not penalty >= 0:
-        raise VocalisError(f"--lexicon-penalty must be >= 0, got {penalty:g}")
+    if value is not None and not value >= 0:
+        raise VocalisError(f"{flag} must be >= 0, got {value:g}")
 
 
 def load_fusion_lm(choice: str, model):
@@ -312,8 +312,8 @@ def _options(args: argparse.Namespace, *, timestamps: bool):
         raise VocalisError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_workers(args.workers)
     check_ctc_weight(args.ctc_weight)
-    check_lm_weight(args.lm_weight)
-    check_lexicon_penalty(args.lexicon_penalty)
+    check_not_negative("--lm-weight", args.lm_weight)
+    check_not_negative("--lexicon-penalty", args.lexicon_penalty)
     fallback = FallbackOptions(temperatures=(0.0,)) if args.no_fallback else FallbackOptions()
     decoding = DecodingOptions(
         beam_size=args.beam_size, timestamps=timestamps, ctc_weight=args.ctc_weight
