@@ -33,6 +33,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
+# A first install writes about 6.3 GiB (PyTorch's CUDA build and its libraries). Say so at
+# once rather than let pip stop halfway with "No space left on device".
+if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+    free_kib=$(df -Pk .venv | awk 'NR == 2 {print $4}')
+    need_kib=$((6600 * 1024))
+    if [ "$free_kib" -lt "$need_kib" ]; then
+        echo "setup: installing needs about 6.5 GiB free on the disk of $PWD/.venv, only $((free_kib / 1024)) MiB is" >&2
+        exit 1
+    fi
+fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev,eval]'
 echo "setup: installed; the command line is .venv/bin/vocalis"
