@@ -228,6 +228,33 @@ def test_a_prompt_without_text_is_transcribed_by_the_asr(trained, capsys):
     assert len(err) == 1 and "no transcript and no ASR model" in err[0]
 
 
+def test_a_transcript_beside_the_prompt_is_used_before_the_asr(trained, capsys):
+    import shutil
+
+    root = trained[0]
+    voice = root / "beside" / "voice.wav"
+    voice.parent.mkdir()
+    shutil.copy(root / "s0_3.wav", voice)
+    no_asr = ("--asr", str(root / "none.safetensors"))  # any use of the ASR is an error
+    voice.with_suffix(".txt").write_text("Good morning.\n")
+    assert say(trained, *no_asr, voice=str(voice)) == 0
+    assert "prompt heard as" not in capsys.readouterr().out
+    # the same prompt with the text given: the same speech
+    a, _ = sf.read(str(root / "out.wav"))
+    assert say(trained, "--prompt-text", "Good morning.", voice=str(voice), out="given.wav") == 0
+    b, _ = sf.read(str(root / "given.wav"))
+    assert (a == b).all()
+    # empty text is refused before the prompt is read: no error about its transcript
+    voice.with_suffix(".txt").unlink()
+    assert say(trained, *no_asr, voice=str(voice), text=" ") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing to say" in err[0]
+    voice.with_suffix(".txt").write_bytes(b"\xff\xfe")
+    assert say(trained, *no_asr, voice=str(voice)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "voice.txt' is not UTF-8 text" in err[0]
+
+
 def test_train_valle_from_a_token_pack_without_the_audio(trained, tmp_path, capsys):
     import shutil
 

@@ -1,7 +1,7 @@
 """Text + a voice prompt -> speech with VALL-E and the codec: the Python API behind `vocalis say`.
 
     synth = Synthesizer.load()                      # the shipped TTS and codec
-    prompt = synth.prompt_from_file("voice.wav")    # transcribed by the ASR if no text given
+    prompt = synth.prompt_from_file("voice.wav")    # text from voice.txt, else the ASR's
     speech = synth.synthesize("Hello there. How are you?", prompt, seed=0)
     speech.wav, speech.sample_rate, speech.rtf
 
@@ -131,8 +131,14 @@ class Synthesizer:
 
     # ----------------------------------------------------------------------------------
     def prompt_from_file(self, path: str | os.PathLike, text: str | None = None) -> VoicePrompt:
+        """A prompt from an audio file. Without `text`, the transcript is read from a `.txt`
+        file of the same name beside it (`voice.wav` -> `voice.txt`) if there is one, else
+        made by the ASR."""
         wav, rate = load_audio(path)  # (1, T), any rate: resampled below
-        return self.prompt_from_audio(wav[0], rate, text, name=f"voice prompt '{path}'")
+        name = f"voice prompt '{path}'"
+        if text is None and (beside := transcript_beside(path)) is not None:
+            text, name = read_transcript(beside), f"{name} (transcript '{beside}')"
+        return self.prompt_from_audio(wav[0], rate, text, name=name)
 
     @torch.inference_mode()
     def prompt_from_audio(
@@ -268,6 +274,19 @@ class Synthesizer:
         prompt = self.prompt_from_file(prompt_path, prompt_text)
         speech = self.synthesize(text, prompt, **kwargs)
         return speech.wav, speech.sample_rate, time.perf_counter() - start
+
+
+def transcript_beside(audio_path: str | os.PathLike) -> Path | None:
+    """The transcript file that goes with a voice prompt, `voice.wav` -> `voice.txt`, or None."""
+    path = Path(audio_path).with_suffix(".txt")
+    return path if path.is_file() else None
+
+
+def read_transcript(path: str | os.PathLike) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise VocalisError(f"transcript '{path}' is not UTF-8 text") from None
 
 
 def load_synthesizer(path: str | os.PathLike | None = None, **kwargs) -> Synthesizer:

@@ -18,16 +18,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "say",
         help="speak text in the voice of a short recording",
         description="Synthesise TEXT (or a text file, or stdin with '-') in the voice of "
-        "--voice (a few seconds of speech, any rate). Without --prompt-text the prompt is "
-        "transcribed by the speech recogniser. Long text is split into sentences, spoken in "
-        "one voice. Prints the real-time factor.",
+        "--voice (a few seconds of speech, any rate). Without --prompt-text the prompt's "
+        "transcript is read from a .txt file of the same name beside it (voice.wav -> "
+        "voice.txt), or else made by the speech recogniser. Long text is split into "
+        "sentences, spoken in one voice. Prints the real-time factor.",
     )
     p.add_argument("text", help="text to speak; '-' reads stdin")
     p.add_argument("-o", "--output", required=True, help="output audio (.wav or .flac)")
     p.add_argument(
         "--voice", default=None, help="voice prompt audio (default: the shipped example voice)"
     )
-    p.add_argument("--prompt-text", default=None, help="transcript of the voice prompt")
+    p.add_argument(
+        "--prompt-text",
+        default=None,
+        help="transcript of the voice prompt (default: the .txt file beside it, else the ASR's)",
+    )
     p.add_argument("--text-file", action="store_true", help="TEXT is a path to a text file")
     p.add_argument("--model", default=None, help="TTS checkpoint (default: the shipped one)")
     p.add_argument("--codec", default=None, help="codec checkpoint (default: the shipped one)")
@@ -64,7 +69,7 @@ def run_say(args: argparse.Namespace) -> int:
 
     from core.audio import save_audio
     from core.errors import VocalisError
-    from tts.synthesize import Synthesizer
+    from tts.synthesize import Synthesizer, transcript_beside
 
     if args.batch_size < 1:
         raise VocalisError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -74,11 +79,9 @@ def run_say(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     text = _read_text(args)
-    voice, prompt_text = args.voice, args.prompt_text
-    if voice is None:
-        voice = EXAMPLE_VOICE
-        if prompt_text is None:
-            prompt_text = EXAMPLE_VOICE.with_suffix(".txt").read_text().strip()
+    if not text.strip():  # said before the models load or the prompt is transcribed
+        raise VocalisError("there is nothing to say: the text is empty")
+    voice, prompt_text = args.voice or EXAMPLE_VOICE, args.prompt_text
     synth = Synthesizer.load(
         args.model, args.codec, asr_path=args.asr, device=args.device, precision=args.precision
     )
@@ -91,7 +94,8 @@ def run_say(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"vocalis: warning: {w.message}", file=sys.stderr)
     save_audio(args.output, speech.wav, speech.sample_rate)
-    given = "" if args.prompt_text or args.voice is None else f" (prompt heard as: {prompt.text!r})"
+    heard = prompt_text is None and transcript_beside(voice) is None
+    given = f" (prompt heard as: {prompt.text!r})" if heard else ""
     print(
         f"{args.output}: {speech.seconds:.2f} s, {len(speech.sentences)} sentence(s), "
         f"computed in {speech.compute_seconds:.2f} s, real-time factor {speech.rtf:.2f}{given}"
