@@ -1,6 +1,7 @@
 """`vocalis transcribe`, `vocalis label` and `vocalis eval asr` end to end on a tiny
 checkpoint (the model overfitted on two clips), including the one-line errors."""
 
+import collections
 import dataclasses
 import json
 from pathlib import Path
@@ -436,3 +437,15 @@ def test_transcribe_fuses_the_shipped_lm_by_default_and_label_does_not():
     assert parser.parse_args(["eval", "asr"]).lm == "auto"
     # label's confidence thresholds are calibrated on the decoder's own choices
     assert parser.parse_args(["label", "dir", "-o", "m.jsonl"]).lm == "none"
+
+
+def test_a_real_set_cut_to_max_clips_is_spread_over_the_whole_set():
+    from vocalis.commands.eval import _spread
+
+    # the spoken digits sorted by path: 50 zeros, then 50 ones, ...; the first 80 by path
+    # had been zeros and ones only
+    clips = [f"{digit}_speaker_{i}" for digit in range(10) for i in range(50)]
+    picked = _spread(clips, 80)
+    assert len(picked) == len(set(picked)) == 80 and picked[0] == clips[0]
+    assert collections.Counter(c[0] for c in picked) == {str(d): 8 for d in range(10)}
+    assert _spread(clips[:3], 80) == clips[:3]

@@ -171,7 +171,13 @@ def _register_asr(sub: argparse._SubParsersAction) -> None:
     )
     asr.add_argument("--real", action="append", default=None, help="real-speech manifest")
     asr.add_argument("--split", default="test", help="manifest split to use (default: test)")
-    asr.add_argument("--max-clips", type=int, default=50, help="at most this many clips per set")
+    asr.add_argument(
+        "--max-clips",
+        type=int,
+        default=50,
+        help="at most this many clips per set: synthetic sets take each held-out voice in "
+        "turn, real ones clips evenly spaced over the set (default 50)",
+    )
     asr.add_argument("--beam-size", type=int, default=5, help="1 = greedy (default 5)")
     add_ctc_weight_argument(asr, repeatable=True)
     add_lm_arguments(asr, repeatable=True)
@@ -252,6 +258,15 @@ def _interleave(queues: list[list], max_clips: int) -> list:
     return out
 
 
+def _spread(items: list, max_clips: int) -> list:
+    """Up to `max_clips` items evenly spaced over the list, first one included: a cut of a
+    set sorted by path (the spoken digits: all the zeros, then all the ones...) still covers
+    all of it."""
+    if len(items) <= max_clips:
+        return list(items)
+    return [items[i * len(items) // max_clips] for i in range(max_clips)]
+
+
 def run_asr(args: argparse.Namespace) -> int:
     import torch
 
@@ -310,7 +325,7 @@ def run_asr(args: argparse.Namespace) -> int:
         # one row per real source: the sets differ too much (read books vs single digits)
         # for a pooled figure to say anything
         for source, clips in _asr_clips_by_source(real, args.split, held_out_voices=False).items():
-            test_sets[f"real: {source}"] = clips[: args.max_clips]
+            test_sets[f"real: {source}"] = _spread(clips, args.max_clips)
     if not test_sets:
         raise VocalisError(
             f"no transcribed utterances of split '{args.split}' found; pass --synth or --real"
