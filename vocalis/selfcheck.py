@@ -221,7 +221,7 @@ def _tts_rows(out_dir: Path):
     if not SHIPPED_CHECKPOINT.is_file():
         return [("tts", f"skipped: no shipped TTS at {SHIPPED_CHECKPOINT}", True)]
     synth = Synthesizer.load()
-    prompt = synth.prompt_from_file(EXAMPLE_VOICE, EXAMPLE_VOICE.with_suffix(".txt").read_text())
+    prompt = synth.prompt_from_file(EXAMPLE_VOICE)  # its transcript: ljspeech.txt beside it
     speech = synth.synthesize(CHECK_SENTENCE, prompt, seed=0)
     save_audio(out_dir / "say.wav", speech.wav.unsqueeze(0), speech.sample_rate)
     ok = 0.5 <= speech.seconds <= 20.0 and bool(torch.isfinite(speech.wav).all())
