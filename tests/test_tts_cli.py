@@ -255,6 +255,33 @@ def test_a_transcript_beside_the_prompt_is_used_before_the_asr(trained, capsys):
     assert len(err) == 1 and "voice.txt' is not UTF-8 text" in err[0]
 
 
+def test_a_long_prompt_says_what_the_asr_heard_in_its_cut(trained, capsys, monkeypatch):
+    """Over 12 s, the prompt is cut and the cut transcribed even with a transcript beside
+    it (which covers the whole clip); `say` then shows what was heard."""
+    from core.audio import load_audio, save_audio
+    from tts.synthesize import MAX_PROMPT_SECONDS, Synthesizer
+
+    heard = []
+
+    def fake_asr(self, wav, sample_rate, name):
+        heard.append(wav.shape[-1] / sample_rate)
+        return "Good morning."
+
+    monkeypatch.setattr(Synthesizer, "_transcribe", fake_asr)
+    root = trained[0]
+    wav, rate = load_audio(root / "s0_3.wav")
+    voice = root / "long" / "voice.wav"
+    voice.parent.mkdir()
+    reps = int(MAX_PROMPT_SECONDS * rate / wav.shape[-1]) + 2
+    save_audio(voice, wav.repeat(1, reps), rate)
+    voice.with_suffix(".txt").write_text("Hello world. " * reps)
+    assert say(trained, voice=str(voice)) == 0
+    captured = capsys.readouterr()
+    assert heard == [MAX_PROMPT_SECONDS]
+    assert "prompt heard as: 'Good morning.'" in captured.out
+    assert f"using its first {MAX_PROMPT_SECONDS:g} s" in captured.err
+
+
 def test_train_valle_from_a_token_pack_without_the_audio(trained, tmp_path, capsys):
     import shutil
 

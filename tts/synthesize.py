@@ -44,6 +44,7 @@ class VoicePrompt:
     phonemes: Tensor  # (L,) phoneme ids of its transcript
     text: str  # its transcript
     seconds: float
+    transcribed: bool = False  # the transcript was made by the ASR, not given
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,8 @@ class Synthesizer:
                 )
             wav, text = wav[: int(MAX_PROMPT_SECONDS * sample_rate)], None
             seconds = MAX_PROMPT_SECONDS
-        if text is None:
+        transcribed = text is None
+        if transcribed:
             text = self._transcribe(wav, sample_rate, name)
         normalized = normalize_for_speech(text).text
         ids = self.vocab.encode(phonemize([normalized])[0]) if normalized else []
@@ -174,7 +176,8 @@ class Synthesizer:
             resample(wav, sample_rate, self.sample_rate) if sample_rate != self.sample_rate else wav
         )
         codes = self.codec.encode(audio.view(1, 1, -1).to(self.device), self.model.dims.n_codebooks)
-        return VoicePrompt(codes[0], torch.tensor(ids, dtype=torch.long), text, seconds)
+        ids = torch.tensor(ids, dtype=torch.long)
+        return VoicePrompt(codes[0], ids, text, seconds, transcribed)
 
     def _transcribe(self, wav: Tensor, sample_rate: int, name: str) -> str:
         from asr.model import SAMPLE_RATE, load_asr

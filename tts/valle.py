@@ -42,6 +42,9 @@ from core.transformer import Transformer
 KIND = "valle"
 # The trained TTS shipped with the repository (weights + dims JSON beside it).
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "tts" / "valle.safetensors"
+# The example voice shipped with it: an LJ Speech clip (public domain, held out of all
+# training) with its transcript beside it (ljspeech.txt); `vocalis say`'s default voice.
+EXAMPLE_VOICE = SHIPPED_CHECKPOINT.parents[1] / "voices" / "ljspeech.wav"
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,6 @@ from pathlib import Path
 
 from vocalis.commands.transcribe import add_precision_argument
 
-# The example voice shipped with the repository: an LJ Speech clip (public domain) and its
-# transcript beside it, used when no --voice is given.
-EXAMPLE_VOICE = Path(__file__).resolve().parents[2] / "models" / "voices" / "ljspeech.wav"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -69,7 +65,8 @@ def run_say(args: argparse.Namespace) -> int:
 
     from core.audio import save_audio
     from core.errors import VocalisError
-    from tts.synthesize import Synthesizer, transcript_beside
+    from tts.synthesize import Synthesizer
+    from tts.valle import EXAMPLE_VOICE
 
     if args.batch_size < 1:
         raise VocalisError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -94,8 +91,7 @@ def run_say(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"vocalis: warning: {w.message}", file=sys.stderr)
     save_audio(args.output, speech.wav, speech.sample_rate)
-    heard = prompt_text is None and transcript_beside(voice) is None
-    given = f" (prompt heard as: {prompt.text!r})" if heard else ""
+    given = f" (prompt heard as: {prompt.text!r})" if prompt.transcribed else ""
     print(
         f"{args.output}: {speech.seconds:.2f} s, {len(speech.sentences)} sentence(s), "
         f"computed in {speech.compute_seconds:.2f} s, real-time factor {speech.rtf:.2f}{given}"
