@@ -101,7 +101,7 @@ def load_audio(
         with _ffmpeg_file(path, _sf_reason(e)) as decoded:
             data, rate = decoded.read(-1), decoded.samplerate
     wav = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, T)
-    check_audio(wav, rate, name=str(path), min_seconds=min_seconds)
+    check_audio(wav, rate, name=f"'{path}'", min_seconds=min_seconds)
     if mono:
         wav = wav.mean(dim=0, keepdim=True)
     if sample_rate is not None and sample_rate != rate:

@@ -96,8 +96,9 @@ def test_resample_keeps_a_tone_and_removes_what_cannot_be_represented():
 def test_bad_audio_gets_a_clear_error(tmp_path, make, message):
     path = tmp_path / "bad.wav"
     make(path)
-    with pytest.raises(AudioError, match=message):
+    with pytest.raises(AudioError, match=message) as e:
         load_audio(path)
+    assert f"'{path}'" in str(e.value)  # every message names the file the same way
 
 
 def test_too_short_and_directory_errors(tmp_path):
