@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -128,7 +129,8 @@ def test_say_writes_speech_at_the_codec_rate_and_is_repeatable(trained, capsys):
     assert len(c) == len(a)
 
 
-def test_the_nar_runs_in_the_precision_asked_and_the_ar_in_fp32(trained):
+def test_the_nar_and_the_ar_run_in_the_precisions_asked(trained):
+    from core.quantize import Int8Linear
     from tts.synthesize import Synthesizer
 
     _, codec_path, model = trained
@@ -136,6 +138,24 @@ def test_the_nar_runs_in_the_precision_asked_and_the_ar_in_fp32(trained):
         synth = Synthesizer.load(model, codec_path, precision=precision)
         assert {p.dtype for p in synth.model.nar.parameters()} == {nar}
         assert {p.dtype for p in synth.model.ar.parameters()} == {torch.float32}
+        assert not any(isinstance(m, Int8Linear) for m in synth.model.modules())
+    synth = Synthesizer.load(model, codec_path, ar_precision="int8")
+    assert not any(isinstance(m, torch.nn.Linear) for m in synth.model.ar.modules())
+    assert any(isinstance(m, Int8Linear) for m in synth.model.ar.modules())
+    assert not any(isinstance(m, Int8Linear) for m in synth.model.nar.modules())
+
+
+def test_the_ar_in_int8_speaks_and_an_impossible_precision_is_one_line(trained, capsys):
+    root = trained[0]
+    args = ("--prompt-text", "Good morning.", "--ar-precision")
+    assert say(trained, *args, "int8", out="q.wav") == 0
+    q, rate = sf.read(str(root / "q.wav"))
+    assert rate == 24000 and len(q) > 0 and np.isfinite(q).all()
+    capsys.readouterr()
+    assert say(trained, *args, "int8", "--device", "cuda", out="bad.wav") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "int8" in err[0] and "CPU" in err[0]
+    assert not (root / "bad.wav").exists()
 
 
 def test_long_text_is_split_and_a_prompt_at_another_rate_is_resampled(trained, capsys):

@@ -264,8 +264,8 @@ def test_eval_tts_cli_with_fakes(tones, tmp_path, monkeypatch, capsys):
 
     loaded = []
     fake_module = types.ModuleType("tts.synthesize")
-    fake_module.load_synthesizer = lambda path, precision: (
-        loaded.append((path, precision)) or (Synthesizer())
+    fake_module.load_synthesizer = lambda path, precision, ar_precision: (
+        loaded.append((path, precision, ar_precision)) or (Synthesizer())
     )
     monkeypatch.setitem(sys.modules, "tts.synthesize", fake_module)
     monkeypatch.setattr(tts_eval, "judge_systems", lambda ckpt: ([_fake_asr(texts_by_freq)], []))
@@ -279,7 +279,7 @@ def test_eval_tts_cli_with_fakes(tones, tmp_path, monkeypatch, capsys):
         assert main([*argv, "--temperature", "0.5", "--top-k", "7"]) == 0
     finally:
         torch.set_num_threads(threads)
-    assert loaded == [("ckpt", "auto")]
+    assert loaded == [("ckpt", "auto", "auto")]
     # The sampling options and a fixed seed reach every synthesis (reproducible scores).
     assert [(c["options"].temperature, c["options"].top_k, c["seed"]) for c in calls] == [
         (0.5, 7, 0)

@@ -219,7 +219,7 @@ def _tts_rows(out_dir: Path):
 
     if not SHIPPED_CHECKPOINT.is_file():
         return [("tts", f"skipped: no shipped TTS at {SHIPPED_CHECKPOINT}", True)]
-    synth = Synthesizer.load()
+    synth = Synthesizer.load(ar_precision="auto")  # as `vocalis say` runs the AR
     prompt = synth.prompt_from_file(EXAMPLE_VOICE)  # its transcript: ljspeech.txt beside it
     speech = synth.synthesize(CHECK_SENTENCE, prompt, seed=0)
     save_audio(out_dir / "say.wav", speech.wav.unsqueeze(0), speech.sample_rate)

@@ -13,7 +13,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from vocalis.commands.say import add_sampling_arguments, sampling_options
+from vocalis.commands.say import (
+    add_ar_precision_argument,
+    add_sampling_arguments,
+    sampling_options,
+)
 from vocalis.commands.transcribe import (
     add_chunk_argument,
     add_ctc_weight_argument,
@@ -486,7 +490,8 @@ def _register_tts(sub: argparse._SubParsersAction) -> None:
         "--out", default=None, help="folder for report.json, report.md and the synthesised audio"
     )
     tts.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    add_precision_argument(tts, "the TTS's non-autoregressive stage (the AR runs in fp32)")
+    add_precision_argument(tts, "the TTS's non-autoregressive stage")
+    add_ar_precision_argument(tts)
     add_sampling_arguments(tts)
     tts.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     tts.set_defaults(handler=run_tts)
@@ -550,16 +555,21 @@ def run_tts(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     items = _tts_items(args)
     from core.checkpoint import inference_dtype
+    from core.quantize import use_int8
     from tts.synthesize import load_synthesizer
 
-    synthesizer = load_synthesizer(args.checkpoint, precision=args.precision)
+    synthesizer = load_synthesizer(
+        args.checkpoint, precision=args.precision, ar_precision=args.ar_precision
+    )
     systems, notes = judge_systems(args.asr_checkpoint)
     encoder = resemblyzer_encoder()
     if encoder is None:
         notes.append("resemblyzer is not installed: speaker similarity is skipped")
     notes.append(f"torch CPU threads: {args.threads}")
     nar = "bf16" if inference_dtype("cpu", args.precision) == torch.bfloat16 else "fp32"
-    notes.append(f"NAR precision: {nar} (--precision {args.precision}); the AR runs in fp32")
+    ar = "int8" if use_int8("cpu", args.ar_precision) else "fp32"
+    notes.append(f"NAR precision: {nar} (--precision {args.precision})")
+    notes.append(f"AR linears: {ar} (--ar-precision {args.ar_precision})")
     notes.append(
         f"sampling: temperature {options.temperature:g}, top-k {options.top_k}, "
         f"top-p {options.top_p:g}, seed {args.seed}"
