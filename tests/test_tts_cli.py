@@ -397,3 +397,51 @@ def test_a_frozen_nar_is_exported_unchanged_while_the_ar_trains(trained, tmp_pat
     assert changed  # the AR did train
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert "ar/loss" in log[-1] and "nar/loss" not in log[-1]
+
+
+def test_text_gain_scores_the_target_frames_with_own_and_other_text(trained):
+    from corpus.manifest import read_manifest
+    from tts.evaluate import HELD_OUT, SEEN, TTSEvalItem
+    from tts.synthesize import Synthesizer
+    from tts.text_gain import measure_text_gain, other_index, target_frame_loss
+
+    root, codec_path, model = trained
+    synth = Synthesizer.load(model, codec_path)
+    utts = {u.id: u for u in read_manifest(root / "tones.jsonl")}
+    pairs = [("s0_0", "s0_3", SEEN), ("s0_1", "s0_2", SEEN), ("s1_0", "s1_3", HELD_OUT)]
+    items = [TTSEvalItem(g, utts[t], utts[p], utts[p]) for t, p, g in pairs]
+    gains = measure_text_gain(synth, items)
+    assert [g.group for g in gains] == [SEEN, HELD_OUT, "all"]
+    assert [g.items for g in gains] == [2, 1, 3]
+    frames = [
+        synth.tokens(*sf_mono(utts[t].audio), utts[t].text)[0].shape[1] + 1 for t, *_ in pairs
+    ]
+    assert gains[-1].frames == sum(frames)  # every target frame and its end of speech
+    for g in gains:
+        assert math.isfinite(g.loss_own) and math.isfinite(g.loss_other)
+        assert g.gain == g.loss_other - g.loss_own and 0 <= g.accuracy_own <= 1
+
+    # An AR blind to the phonemes (all embedded alike) gains nothing from the right text
+    # when the other text is as long
+    p_codes, p_ids = synth.tokens(*sf_mono(utts["s0_3"].audio), utts["s0_3"].text)
+    t_codes, t_ids = synth.tokens(*sf_mono(utts["s0_0"].audio), utts["s0_0"].text)
+    vocab, ar, dims = synth.vocab, synth.model.ar, synth.model.dims
+    from tts.valle import join_phonemes
+
+    own = join_phonemes(p_ids, t_ids, bos=vocab.bos_id, eos=vocab.eos_id)
+    other = join_phonemes(p_ids, t_ids.flip(0), bos=vocab.bos_id, eos=vocab.eos_id)
+    seeing = [target_frame_loss(ar, dims, t, p_codes[0], t_codes[0])[0] for t in (own, other)]
+    assert not torch.equal(*seeing)  # this AR does read its text
+    with torch.no_grad():
+        ar.text_embed.weight.copy_(ar.text_embed.weight.mean(0))
+    blind = [target_frame_loss(ar, dims, t, p_codes[0], t_codes[0])[0] for t in (own, other)]
+    assert blind[0].shape == (t_codes.shape[1] + 1,)
+    assert torch.allclose(*blind, atol=1e-5)
+
+    assert other_index(["a", "A ", "b"], 0) == 2 and other_index(["a", "b"], 1) == 0
+    assert other_index(["same", "Same"], 0) is None
+
+
+def sf_mono(path):
+    wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return torch.from_numpy(wav.T).mean(0), rate

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import types
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from asr.evaluate import ASRSystem
 from core.audio import load_audio, save_audio
 from corpus.manifest import Utterance, write_manifest
 from tts import evaluate as tts_eval
+from tts import text_gain
 from tts.evaluate import (
     ALL,
     HELD_OUT,
@@ -27,6 +29,7 @@ from tts.evaluate import (
     evaluate_tts,
     judge_systems,
 )
+from tts.text_gain import TextGain
 from vocalis.cli import main
 
 RATE = 16000
@@ -270,6 +273,8 @@ def test_eval_tts_cli_with_fakes(tones, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tts.synthesize", fake_module)
     monkeypatch.setattr(tts_eval, "judge_systems", lambda ckpt: ([_fake_asr(texts_by_freq)], []))
     monkeypatch.setattr(tts_eval, "resemblyzer_encoder", lambda: _fake_encoder)
+    gain = TextGain("all", 2, 40, 3.0, 3.5, 0.25, 0.2)
+    monkeypatch.setattr(text_gain, "measure_text_gain", lambda synth, items: [gain])
     threads = torch.get_num_threads()
     out = tmp_path / "report"
     argv = ["eval", "tts", "--checkpoint", "ckpt", "--manifest", str(root / "manifest.jsonl")]
@@ -288,6 +293,8 @@ def test_eval_tts_cli_with_fakes(tones, tmp_path, monkeypatch, capsys):
     assert printed == (out / "report.md").read_text() and "| seen voices | 1 |" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["targets_met"] is True
+    assert report["text_gain"] == [asdict(gain) | {"gain": 0.5}]
+    assert "| all | 2 | 40 | 3.000 | 3.500 | 0.500 | 0.250 / 0.200 |" in printed
     assert len(list((out / "audio").glob("*.wav"))) == 2
     # the report names the clips where they are, not in the working folder they left
     named = sorted(Path(i["output_audio"]) for i in report["items"])
@@ -300,6 +307,19 @@ def test_eval_tts_cli_with_fakes(tones, tmp_path, monkeypatch, capsys):
         torch.set_num_threads(threads)
     assert sorted(p.name for p in out.iterdir()) == ["audio", "report.json", "report.md"]
     assert len(list((out / "audio").glob("*.wav"))) == 2
+    # --text-gain-only: the table alone, nothing synthesised or written
+    calls.clear()
+    capsys.readouterr()
+    try:
+        assert main([*argv, "--text-gain-only", "--json"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(capsys.readouterr().out) == [asdict(gain) | {"gain": 0.5}]
+    assert calls == [] and sorted(p.name for p in out.iterdir()) == [
+        "audio",
+        "report.json",
+        "report.md",
+    ]
     assert main(["eval", "tts", "--manifest", str(root / "manifest.jsonl"), "--speakers", "0"])
     assert "--speakers" in capsys.readouterr().err
     assert main([*argv, "--top-p", "0"]) == 2

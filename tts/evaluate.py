@@ -36,6 +36,7 @@ import torch
 from asr.evaluate import ASRSystem, normalize_for_wer, pocketsphinx_system, word_errors
 from core.audio import load_audio, save_audio
 from corpus.manifest import Utterance
+from tts.text_gain import TextGain, text_gain_markdown
 
 # (target text, prompt audio path, prompt transcript) -> (wav (T,), sample rate, seconds taken)
 SynthesizeFn = Callable[[str, str, str], tuple[torch.Tensor, int, float]]
@@ -290,6 +291,7 @@ class TTSEvalReport:
     groups: tuple[GroupScore, ...]  # seen voices, held-out voices (those present), then all
     items: tuple[ItemResult, ...]
     notes: tuple[str, ...] = ()
+    text_gain: tuple[TextGain, ...] = ()  # the AR's, on the same items (tts.text_gain)
 
     def group(self, name: str) -> GroupScore | None:
         return next((g for g in self.groups if g.group == name), None)
@@ -359,6 +361,8 @@ class TTSEvalReport:
             "RTF = synthesis seconds / output seconds.",
         ]
         lines += [f"Note: {n}" for n in self.notes]
+        if self.text_gain:
+            lines += ["", text_gain_markdown(self.text_gain).rstrip("\n")]
         return "\n".join(lines) + "\n"
 
     def _targets_line(self, title: str, targets: Targets) -> str:
@@ -391,6 +395,7 @@ class TTSEvalReport:
             "targets_met": self.targets_met,
             "wer_epsilon": WER_EPSILON,
             "notes": list(self.notes),
+            "text_gain": [asdict(g) | {"gain": g.gain} for g in self.text_gain],
             "items": [asdict(i) for i in self.items],
         }
         return json.dumps(_finite(doc), indent=2, allow_nan=False) + "\n"

@@ -179,16 +179,25 @@ class Synthesizer:
         transcribed = text is None
         if transcribed:
             text = self._transcribe(wav, sample_rate, name)
+        codes, ids = self.tokens(wav, sample_rate, text, name=name)
+        return VoicePrompt(codes, ids, text, seconds, transcribed)
+
+    @torch.inference_mode()
+    def tokens(
+        self, wav: Tensor, sample_rate: int, text: str, *, name: str = "utterance"
+    ) -> tuple[Tensor, Tensor]:
+        """Codec codes `(Q, F)` of mono audio `(T,)` at any rate and the phoneme ids `(L,)` of
+        its transcript, as training reads them (normalised, then phonemised whole)."""
         normalized = normalize_for_speech(text).text
         ids = self.vocab.encode(phonemize([normalized])[0]) if normalized else []
         if not ids:
             raise VocalisError(f"{name}: its transcript has nothing to pronounce ({text!r})")
+        wav = wav.reshape(-1).float()
         audio = (
             resample(wav, sample_rate, self.sample_rate) if sample_rate != self.sample_rate else wav
         )
         codes = self.codec.encode(audio.view(1, 1, -1).to(self.device), self.model.dims.n_codebooks)
-        ids = torch.tensor(ids, dtype=torch.long)
-        return VoicePrompt(codes[0], ids, text, seconds, transcribed)
+        return codes[0], torch.tensor(ids, dtype=torch.long)
 
     def _transcribe(self, wav: Tensor, sample_rate: int, name: str) -> str:
         from asr.model import SAMPLE_RATE, load_asr

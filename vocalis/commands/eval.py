@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import itertools
 import json
@@ -494,6 +495,12 @@ def _register_tts(sub: argparse._SubParsersAction) -> None:
     add_ar_precision_argument(tts)
     add_sampling_arguments(tts)
     tts.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    tts.add_argument(
+        "--text-gain-only",
+        action="store_true",
+        help="only the AR's text gain on the items: its loss on the real recordings with their "
+        "own text against another item's (seconds; no synthesis, judges or --out)",
+    )
     tts.set_defaults(handler=run_tts)
 
 
@@ -561,6 +568,13 @@ def run_tts(args: argparse.Namespace) -> int:
     synthesizer = load_synthesizer(
         args.checkpoint, precision=args.precision, ar_precision=args.ar_precision
     )
+    from tts.text_gain import measure_text_gain, text_gain_markdown
+
+    gains = measure_text_gain(synthesizer, items)
+    if args.text_gain_only:
+        doc = [dataclasses.asdict(g) | {"gain": g.gain} for g in gains]
+        print(json.dumps(doc, indent=2) if args.json else text_gain_markdown(gains), end="\n")
+        return 0
     systems, notes = judge_systems(args.asr_checkpoint)
     encoder = resemblyzer_encoder()
     if encoder is None:
@@ -593,6 +607,7 @@ def run_tts(args: argparse.Namespace) -> int:
             progress=lambda line: print(line, file=sys.stderr),
         )
         # the clips end up in --out/audio, or nowhere without --out
+        report = dataclasses.replace(report, text_gain=tuple(gains))
         report = report.with_audio_in(None if out is None else out / "audio")
         if out is not None:
             _replace_folder(Path(tmp), out / "audio")
