@@ -36,9 +36,10 @@ from asr.lexicon import Lexicon, lexicon_words
 from asr.tokenizer import Tokenizer
 from core.checkpoint import model_meta, read_model_checkpoint, write_model_files
 from core.errors import CheckpointError
+from core.paths import SHIPPED_MODELS
 
 KIND = "asr-lm"
-SHIPPED_LM = Path(__file__).resolve().parents[1] / "models" / "asr" / "lm.safetensors"
+SHIPPED_LM = SHIPPED_MODELS / "asr" / "lm.safetensors"
 # The fusion weight unless told otherwise (chosen on the valid splits: the README's ASR section).
 DEFAULT_LM_WEIGHT = 0.3
 # What the search subtracts per word outside the LM's lexicon (asr.lexicon), in the units of

@@ -37,11 +37,12 @@ from core.attention import padding_mask
 from core.audio import ASR_MEL, log_mel, normalize_log_mel
 from core.checkpoint import checkpoint_paths, load_model, save_model
 from core.errors import CheckpointError
+from core.paths import SHIPPED_MODELS
 from core.transformer import Transformer, TransformerCache
 
 KIND = "asr"
 # The trained recogniser shipped with the repository (weights + dims JSON beside it).
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "asr" / "asr.safetensors"
+SHIPPED_CHECKPOINT = SHIPPED_MODELS / "asr" / "asr.safetensors"
 # Not shipped: the best weights so far, kept to train on from (README, Speech recognition).
 WARM_START_CHECKPOINT = SHIPPED_CHECKPOINT.with_name("warm_start.safetensors")
 SAMPLE_RATE = ASR_MEL.sample_rate

@@ -29,12 +29,12 @@ from core.checkpoint import (
     save_model,
     weights_sha256,
 )
+from core.paths import SHIPPED_MODELS
 
 KIND = "codec"
 ENCODERS = ("conv", "stft")
 DECODERS = ("conv", "istft")
-# Trained models shipped with the repository; the codec (weights + dims JSON beside it).
-SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
+# The codec shipped with the repository (weights + dims JSON beside it).
 SHIPPED_CHECKPOINT = SHIPPED_MODELS / "codec" / "codec.safetensors"
 # What `vocalis compress` uses without --model (codec.compress.load): the shipped codec that
 # beats Opus 6 kbps at 6 kbps on all five metrics of `vocalis eval codec`. The one above

@@ -11,6 +11,7 @@ import torch
 
 from asr.model import SAMPLE_RATE, save_asr
 from core.audio import save_audio
+from core.paths import EXAMPLE_VOICE
 from corpus.manifest import Utterance, read_manifest, write_manifest
 from tests.helpers.asr import TEXTS, clip, one_thread, overfitted
 from vocalis.cli import main
@@ -178,9 +179,8 @@ def test_label_a_manifest_keeps_its_speakers_and_splits(files, capsys, tmp_path)
 
 def test_label_with_pocketsphinx_as_the_teacher(capsys, tmp_path):
     pytest.importorskip("pocketsphinx")
-    from pathlib import Path
 
-    example = Path(__file__).parents[1] / "models" / "voices" / "ljspeech.wav"
+    example = EXAMPLE_VOICE
     source = write_manifest(
         tmp_path / "in.jsonl",
         [Utterance("lj", str(example), 4.51, 22050, None, "lj/1", "ljspeech")],

@@ -11,6 +11,7 @@ from asr.decoding import DecodingOptions, decode
 from asr.lm import NGramLM, build_lm, corpus_text, load_lm, save_lm, sentences_of
 from asr.tokenizer import Tokenizer
 from core.errors import CheckpointError
+from core.paths import EXAMPLE_VOICE
 from tests.helpers.asr import TEXTS, one_thread, tiny_model, tiny_tokenizer
 
 _threads = pytest.fixture(autouse=True)(one_thread)
@@ -225,7 +226,7 @@ def test_the_api_decodes_as_the_command_does_by_default(capsys):
 
     if not (SHIPPED_LM.is_file() and WARM_START_CHECKPOINT.is_file()):
         pytest.skip("no shipped LM or warm-start weights")
-    example = WARM_START_CHECKPOINT.parents[1] / "voices" / "ljspeech.wav"
+    example = EXAMPLE_VOICE
     model = load_asr(WARM_START_CHECKPOINT)
     resolved = TranscribeOptions().decoding.for_model(model)
     assert resolved.beam_size == 5 and resolved.ctc_weight == DEFAULT_CTC_WEIGHT

@@ -11,10 +11,11 @@ import torch
 from asr.evaluate import word_errors
 from asr.model import SAMPLE_RATE, SHIPPED_CHECKPOINT, load_asr
 from asr.transcribe import transcribe
+from core.paths import EXAMPLE_VOICE
 from tests.helpers.asr import one_thread
 from vocalis import cli
 
-EXAMPLE = SHIPPED_CHECKPOINT.parents[1] / "voices" / "ljspeech.wav"
+EXAMPLE = EXAMPLE_VOICE
 # Word error rate the shipped model must reach on the held-out example clip; pocketsphinx
 # scores 7-21 % on LJ Speech clips, and the issue asks for less than it.
 GOLDEN_WER = 0.3

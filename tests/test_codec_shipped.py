@@ -10,9 +10,10 @@ from codec import compress as C
 from codec.evaluate import METRIC_RATE, align, mel_distance, si_sdr
 from codec.model import SHIPPED_MODELS
 from core.audio import load_audio, resample
+from core.paths import EXAMPLE_VOICE
 
 WEIGHTS = SHIPPED_MODELS / "codec" / "codec_sisdr.safetensors"
-EXAMPLE = SHIPPED_MODELS / "voices" / "ljspeech.wav"  # LJ001-0011, a test-split clip
+EXAMPLE = EXAMPLE_VOICE  # LJ001-0011, a test-split clip
 # Measured on this clip at 6 kbps (2026-12-04): codec_sisdr 8.03 dB SI-SDR and mel
 # distance 0.30; Opus 6 kbps 7.57 dB and 0.52; codec_spectral 6.34 dB; the default codec,
 # trained on mel distances alone, -8.6 dB.

@@ -37,14 +37,12 @@ from torch import Tensor, nn
 
 from core.checkpoint import checkpoint_paths, load_model, save_model
 from core.errors import CheckpointError
+from core.paths import SHIPPED_MODELS
 from core.transformer import Transformer
 
 KIND = "valle"
 # The trained TTS shipped with the repository (weights + dims JSON beside it).
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "tts" / "valle.safetensors"
-# The example voice shipped with it: an LJ Speech clip (public domain, held out of all
-# training) with its transcript beside it (ljspeech.txt); `vocalis say`'s default voice.
-EXAMPLE_VOICE = SHIPPED_CHECKPOINT.parents[1] / "voices" / "ljspeech.wav"
+SHIPPED_CHECKPOINT = SHIPPED_MODELS / "tts" / "valle.safetensors"
 
 
 @dataclass(frozen=True)

@@ -214,8 +214,9 @@ CHECK_SENTENCE = "The birch canoe slid on the smooth planks."
 
 def _tts_rows(out_dir: Path):
     """Speak a sentence in the shipped example voice with the shipped VALL-E and codec."""
+    from core.paths import EXAMPLE_VOICE
     from tts.synthesize import Synthesizer
-    from tts.valle import EXAMPLE_VOICE, SHIPPED_CHECKPOINT
+    from tts.valle import SHIPPED_CHECKPOINT
 
     if not SHIPPED_CHECKPOINT.is_file():
         return [("tts", f"skipped: no shipped TTS at {SHIPPED_CHECKPOINT}", True)]
@@ -238,7 +239,7 @@ def _asr_rows():
     from asr.evaluate import word_errors
     from asr.model import SAMPLE_RATE, SHIPPED_CHECKPOINT, load_asr
     from asr.transcribe import TranscribeOptions, transcribe
-    from tts.valle import EXAMPLE_VOICE
+    from core.paths import EXAMPLE_VOICE
 
     if not SHIPPED_CHECKPOINT.is_file():
         return [("asr", f"skipped: no shipped recogniser at {SHIPPED_CHECKPOINT}", True)]

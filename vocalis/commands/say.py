@@ -77,8 +77,8 @@ def run_say(args: argparse.Namespace) -> int:
 
     from core.audio import save_audio
     from core.errors import VocalisError
+    from core.paths import EXAMPLE_VOICE
     from tts.synthesize import Synthesizer
-    from tts.valle import EXAMPLE_VOICE
 
     if args.batch_size < 1:
         raise VocalisError(f"--batch-size must be at least 1, got {args.batch_size}")
