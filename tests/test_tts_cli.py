@@ -403,7 +403,7 @@ def test_text_gain_scores_the_target_frames_with_own_and_other_text(trained):
     from corpus.manifest import read_manifest
     from tts.evaluate import HELD_OUT, SEEN, TTSEvalItem
     from tts.synthesize import Synthesizer
-    from tts.text_gain import measure_text_gain, other_index, target_frame_loss
+    from tts.text_gain import measure_text_gain, other_index, same_length, target_frame_loss
 
     root, codec_path, model = trained
     synth = Synthesizer.load(model, codec_path)
@@ -438,6 +438,8 @@ def test_text_gain_scores_the_target_frames_with_own_and_other_text(trained):
     assert blind[0].shape == (t_codes.shape[1] + 1,)
     assert torch.allclose(*blind, atol=1e-5)
 
+    assert same_length(torch.tensor([1, 2, 3]), 7).tolist() == [1, 2, 3, 1, 2, 3, 1]
+    assert same_length(torch.tensor([1, 2, 3]), 2).tolist() == [1, 2]
     assert other_index(["a", "A ", "b"], 0) == 2 and other_index(["a", "b"], 1) == 0
     assert other_index(["same", "Same"], 0) is None
 

@@ -5,9 +5,10 @@ room, rhythm), which comes early, and to say the phonemes it is given, which com
 Sampled speech mixes both, and judging it takes minutes and an ASR. This measure takes
 seconds and isolates the second: for each item, the AR's cross-entropy on the first-codebook
 frames of the target's real recording (and its end of speech), teacher-forced after the
-prompt, once with the target's own phonemes and once with another item's. The **text gain**
-is the difference, in nats per frame: 0 means the AR ignores the text; it grows as the AR
-learns to follow it.
+prompt, once with the target's own phonemes and once with another item's, repeated or cut to
+the same length (so that every position is the same in both and only the phonemes differ).
+The **text gain** is the difference, in nats per frame: 0 means the AR ignores the text; it
+grows as the AR learns to follow it.
 
     gains = measure_text_gain(synthesizer, items)   # tts.evaluate.TTSEvalItem list
     print(text_gain_markdown(gains))
@@ -75,6 +76,11 @@ def other_index(texts: Sequence[str], i: int) -> int | None:
     return None
 
 
+def same_length(ids: Tensor, n: int) -> Tensor:
+    """`ids` `(L,)` repeated as often as needed and cut to `n` `(n,)`."""
+    return ids.repeat(n // len(ids) + 1)[:n]
+
+
 def measure_text_gain(synth: Synthesizer, items: Sequence[TTSEvalItem]) -> list[TextGain]:
     """One `TextGain` per group of `items` (in their order) and one over all of them. An item
     whose text no other item differs from is left out."""
@@ -95,7 +101,7 @@ def measure_text_gain(synth: Synthesizer, items: Sequence[TTSEvalItem]) -> list[
             continue
         (p_codes, p_ids), (t_codes, t_ids) = encoded[i]
         scores = []
-        for ids in (t_ids, encoded[j][1][1]):
+        for ids in (t_ids, same_length(encoded[j][1][1], len(t_ids))):
             text = join_phonemes(p_ids, ids, bos=vocab.bos_id, eos=vocab.eos_id)
             scores += target_frame_loss(model.ar, model.dims, text, p_codes[0], t_codes[0])
         per_item.append((item.group, *scores))
@@ -143,6 +149,7 @@ def text_gain_markdown(gains: Sequence[TextGain]) -> str:
         "",
         "The AR's cross-entropy on the first-codebook frames of the real recordings, "
         "teacher-forced after the prompt, with each target's own phonemes and with another "
-        "item's; text gain = the difference (0: the AR ignores the text).",
+        "item's cut to the same length; text gain = the difference (0: the AR ignores the "
+        "text).",
     ]
     return "\n".join(lines) + "\n"
