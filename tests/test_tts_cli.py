@@ -400,10 +400,15 @@ def test_a_frozen_nar_is_exported_unchanged_while_the_ar_trains(trained, tmp_pat
 
 
 def test_text_gain_scores_the_target_frames_with_own_and_other_text(trained):
+    from core.audio import load_audio
     from corpus.manifest import read_manifest
     from tts.evaluate import HELD_OUT, SEEN, TTSEvalItem
     from tts.synthesize import Synthesizer
     from tts.text_gain import measure_text_gain, other_index, same_length, target_frame_loss
+
+    def mono(path):
+        wav, rate = load_audio(path)  # (C, T), as measure_text_gain reads it
+        return wav.mean(0), rate
 
     root, codec_path, model = trained
     synth = Synthesizer.load(model, codec_path)
@@ -413,9 +418,7 @@ def test_text_gain_scores_the_target_frames_with_own_and_other_text(trained):
     gains = measure_text_gain(synth, items)
     assert [g.group for g in gains] == [SEEN, HELD_OUT, "all"]
     assert [g.items for g in gains] == [2, 1, 3]
-    frames = [
-        synth.tokens(*sf_mono(utts[t].audio), utts[t].text)[0].shape[1] + 1 for t, *_ in pairs
-    ]
+    frames = [synth.tokens(*mono(utts[t].audio), utts[t].text)[0].shape[1] + 1 for t, *_ in pairs]
     assert gains[-1].frames == sum(frames)  # every target frame and its end of speech
     for g in gains:
         assert math.isfinite(g.loss_own) and math.isfinite(g.loss_other)
@@ -423,8 +426,8 @@ def test_text_gain_scores_the_target_frames_with_own_and_other_text(trained):
 
     # An AR blind to the phonemes (all embedded alike) gains nothing from the right text
     # when the other text is as long
-    p_codes, p_ids = synth.tokens(*sf_mono(utts["s0_3"].audio), utts["s0_3"].text)
-    t_codes, t_ids = synth.tokens(*sf_mono(utts["s0_0"].audio), utts["s0_0"].text)
+    p_codes, p_ids = synth.tokens(*mono(utts["s0_3"].audio), utts["s0_3"].text)
+    t_codes, t_ids = synth.tokens(*mono(utts["s0_0"].audio), utts["s0_0"].text)
     vocab, ar, dims = synth.vocab, synth.model.ar, synth.model.dims
     from tts.valle import join_phonemes
 
@@ -442,8 +445,3 @@ def test_text_gain_scores_the_target_frames_with_own_and_other_text(trained):
     assert same_length(torch.tensor([1, 2, 3]), 2).tolist() == [1, 2]
     assert other_index(["a", "A ", "b"], 0) == 2 and other_index(["a", "b"], 1) == 0
     assert other_index(["same", "Same"], 0) is None
-
-
-def sf_mono(path):
-    wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    return torch.from_numpy(wav.T).mean(0), rate
