@@ -191,19 +191,23 @@ class RotaryEmbedding(nn.Module):
         self._cos = torch.empty(0, head_dim // 2, dtype=torch.float64)  # (N, Dh/2)
         self._sin = torch.empty(0, head_dim // 2, dtype=torch.float64)  # (N, Dh/2)
 
+    def _inv_freq(self, device: torch.device) -> Tensor:
+        exponent = torch.arange(0, self.head_dim, 2, dtype=torch.float64, device=device)
+        return self.base ** (-exponent / self.head_dim)  # (Dh/2,) float64
+
     def _tables(self, n_positions: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """cos/sin tables covering positions 0..n_positions-1 on `device`."""
         if n_positions > self._cos.shape[0] or self._cos.device != device:
             n = max(n_positions, 2 * self._cos.shape[0], 64)
-            exponent = torch.arange(0, self.head_dim, 2, dtype=torch.float64, device=device)
-            inv_freq = self.base ** (-exponent / self.head_dim)  # (Dh/2,)
             pos = torch.arange(n, dtype=torch.float64, device=device)  # (N,)
-            angles = torch.outer(pos, inv_freq)  # (N, Dh/2)
+            angles = torch.outer(pos, self._inv_freq(device))  # (N, Dh/2)
             self._cos, self._sin = angles.cos(), angles.sin()
         return self._cos, self._sin
 
     def forward(self, x: Tensor, positions: Tensor, max_position: int | None = None) -> Tensor:
-        """Rotate x `(B, H, T, Dh)` by integer `positions` `(T,)` or `(B, T)`.
+        """Rotate x `(B, H, T, Dh)` by `positions` `(T,)` or `(B, T)`: integers index the
+        tables; floating-point positions (fractional, as VALL-E's aligned layout) are rotated
+        by angles computed for them in float64.
 
         `max_position` (the largest entry of `positions`) may be given when known; it saves
         reading the positions back from the device to size the tables.
@@ -219,6 +223,12 @@ class RotaryEmbedding(nn.Module):
         embedding looks them up once per forward pass (`Transformer`), not in every layer.
         """
         compute = torch.promote_types(dtype, torch.float32)
+        if positions.is_floating_point():  # fractional positions: no table, angles directly
+            angles = positions.double().unsqueeze(-1) * self._inv_freq(positions.device)
+            cos, sin = angles.cos().to(compute), angles.sin().to(compute)
+            if positions.dim() == 2:
+                cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, Dh/2)
+            return cos, sin
         if max_position is None:
             max_position = int(positions.max()) if positions.numel() else 0
         cos_table, sin_table = self._tables(max_position + 1, positions.device)

@@ -1,5 +1,6 @@
 """core.attention against a float64 reference written here from the definitions."""
 
+import functools
 import math
 from contextlib import nullcontext
 
@@ -313,6 +314,24 @@ def test_rope_batched_positions_and_cache_growth():
     half = rope(x.half(), pos)
     assert half.dtype == torch.float16
     torch.testing.assert_close(half.float(), y, rtol=1e-2, atol=1e-2)
+
+
+def test_rope_fractional_positions_match_the_tables_and_stay_relative():
+    torch.manual_seed(9)
+    rope = RotaryEmbedding(16)
+    x = torch.randn(2, 2, 4, 16, dtype=torch.float64)
+    pos = torch.tensor([[0, 3, 8, 41], [5, 6, 7, 900]])
+    torch.testing.assert_close(rope(x, pos.double()), rope(x, pos))  # whole numbers: same
+    torch.testing.assert_close(rope(x.float(), pos.float()), rope(x.float(), pos))
+    q, k = x[:1, :1, :1], x[1:, 1:, 1:]
+
+    def score(m: float, n: float) -> float:
+        at = functools.partial(torch.tensor, dtype=torch.float64)
+        return float((rope(q, at([m])) * rope(k, at([n]))).sum())
+
+    scores = [score(m, m - 0.37) for m in (0.0, 2.5, 13.25, 400.125)]
+    assert max(scores) - min(scores) < 1e-10
+    assert abs(score(1.0, 0.5) - score(1.0, 0.75)) > 1e-6
 
 
 def test_rope_is_not_in_state_dict():

@@ -367,7 +367,8 @@ def test_a_codec_that_kept_the_codes_speaks_for_the_tts_without_a_warning(traine
 def test_a_frozen_nar_is_exported_unchanged_while_the_ar_trains(trained, tmp_path, capsys):
     """`parts.freeze: ["nar"]` with --init spends every step on the AR; the NAR comes out as
     it went in. Through a codec that kept the codes, the model still names the codec its
-    tokens came from, so --init's dims match."""
+    tokens came from, so --init's dims match. The AR may move to the aligned positions on
+    the way (not part of its weights), and then speaks with them."""
     import dataclasses
 
     from core.checkpoint import weights_sha256
@@ -380,15 +381,16 @@ def test_a_frozen_nar_is_exported_unchanged_while_the_ar_trains(trained, tmp_pat
     config = json.loads((root / "valle.json").read_text())
     config["train"].update(max_steps=2, checkpoint_every=2)
     config["parts"] = {"freeze": ["nar"]}
-    config["model"] = {**MODEL, "attn_dropout": 0.0}  # a training setting: --init still fits
+    # a training setting and the AR's layout: --init still fits
+    config["model"] = {**MODEL, "attn_dropout": 0.0, "ar_positions": "aligned"}
     config["data"]["codec"] = str(new_decoder)
     (tmp_path / "c.json").write_text(json.dumps(config))
     argv = ["train", "valle", "--config", str(tmp_path / "c.json"), "--init", str(model)]
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0
     assert "(NAR frozen)" in capsys.readouterr().out
     before, after = load_valle(model), load_valle(tmp_path / "run" / "model.safetensors")
-    # The codec id is the init's, not the new decoder's; only the dropout setting changed.
-    assert after.dims == dataclasses.replace(before.dims, attn_dropout=0.0)
+    # The codec id is the init's, not the new decoder's; only the dropout and layout changed.
+    assert after.dims == dataclasses.replace(before.dims, attn_dropout=0.0, ar_positions="aligned")
     for name, tensor in before.nar.state_dict().items():
         assert torch.equal(after.nar.state_dict()[name], tensor), name
     changed = [
@@ -397,6 +399,12 @@ def test_a_frozen_nar_is_exported_unchanged_while_the_ar_trains(trained, tmp_pat
     assert changed  # the AR did train
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert "ar/loss" in log[-1] and "nar/loss" not in log[-1]
+    aligned = (tmp_path, codec_path, tmp_path / "run" / "model.safetensors")
+    voice = str(root / "s0_3.wav")
+    for precision in ("fp32", "int8"):
+        argv = ["--ar-precision", precision, "--prompt-text", "Good morning."]
+        assert say(aligned, *argv, voice=voice, out=f"{precision}.wav") == 0
+        assert len(sf.read(str(tmp_path / f"{precision}.wav"))[0]) > 0
 
 
 def test_text_gain_scores_the_target_frames_with_own_and_other_text(trained):
@@ -433,11 +441,15 @@ def test_text_gain_scores_the_target_frames_with_own_and_other_text(trained):
 
     own = join_phonemes(p_ids, t_ids, bos=vocab.bos_id, eos=vocab.eos_id)
     other = join_phonemes(p_ids, t_ids.flip(0), bos=vocab.bos_id, eos=vocab.eos_id)
-    seeing = [target_frame_loss(ar, dims, t, p_codes[0], t_codes[0])[0] for t in (own, other)]
+    seeing = [
+        target_frame_loss(ar, dims, t, p_codes[0], t_codes[0], len(p_ids))[0] for t in (own, other)
+    ]
     assert not torch.equal(*seeing)  # this AR does read its text
     with torch.no_grad():
         ar.text_embed.weight.copy_(ar.text_embed.weight.mean(0))
-    blind = [target_frame_loss(ar, dims, t, p_codes[0], t_codes[0])[0] for t in (own, other)]
+    blind = [
+        target_frame_loss(ar, dims, t, p_codes[0], t_codes[0], len(p_ids))[0] for t in (own, other)
+    ]
     assert blind[0].shape == (t_codes.shape[1] + 1,)
     assert torch.allclose(*blind, atol=1e-5)
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from tts.generate import SamplingOptions, generate_codes, generate_first_codebook, sample_token
-from tts.valle import VALLE, VALLEDims, ar_loss, load_valle, make_layout, nar_loss, save_valle
+from tts.valle import (
+    VALLE,
+    VALLEDims,
+    aligned_layout,
+    ar_loss,
+    load_valle,
+    make_layout,
+    nar_loss,
+    save_valle,
+)
 
 TINY = VALLEDims(
     n_phonemes=24,
@@ -21,9 +32,13 @@ TINY = VALLEDims(
 )
 
 
-def tiny(seed: int = 0) -> VALLE:
+ALIGNED = dataclasses.replace(TINY, ar_positions="aligned")
+PROMPT_PHONEMES = torch.tensor([2, 1])  # of each item of `batch()`'s text
+
+
+def tiny(seed: int = 0, dims: VALLEDims = TINY) -> VALLE:
     torch.manual_seed(seed)
-    return VALLE(TINY).eval()
+    return VALLE(dims).eval()
 
 
 def batch(seed: int = 0):
@@ -61,8 +76,46 @@ def test_layout_positions_skip_padding():
     assert layout.positions[1].tolist() == [0, 1, 2, 3, 4, 5, 0]
 
 
-def test_ar_and_nar_give_the_same_output_alone_and_in_a_padded_batch():
-    model = tiny()
+def test_aligned_layout_spreads_the_frames_over_the_phonemes():
+    # item 0: 4 prompt phonemes, 2 target ones (text of 10), BOS + 8 prompt frames, 3 target
+    # frames: 0.5 phonemes a frame; item 1 is shorter everywhere (padding)
+    layout = aligned_layout(
+        torch.tensor([10, 7]),
+        torch.tensor([4, 2]),
+        torch.tensor([9, 5]),
+        torch.tensor([3, 2]),
+        (10, 9, 3),
+    )
+    pos = layout.positions
+    assert pos.dtype == torch.float64
+    assert pos[0, :10].tolist() == list(range(10))
+    assert pos[0, 10:19].tolist() == [0.5 * k for k in range(1, 10)]  # BOS, 1, 1.5 .. 5
+    assert pos[0, 19:].tolist() == [7.0, 7.5, 8.0]  # the first target phoneme is at 4 + 3
+    # item 1: 2 prompt phonemes over 4 frames, then from its first target phoneme (5)
+    text_1 = [0, 1, 2, 3, 4, 5, 6, 0, 0, 0]  # 7 of 10
+    assert pos[1].tolist() == text_1 + [0.5, 1.0, 1.5, 2.0, 2.5, 0, 0, 0, 0] + [5.0, 5.5, 0]
+    regions = [(7, 3), (5, 4), (2, 1)]  # (valid, padding) of text, prompt and target
+    assert layout.valid[1].tolist() == [v for n, m in regions for v in [True] * n + [False] * m]
+    frames = torch.arange(4)
+    assert layout.target_positions(frames)[0].tolist() == [7.0, 7.5, 8.0, 8.5]
+    contiguous = make_layout(torch.tensor([10]), torch.tensor([9]), torch.tensor([3]), (10, 9, 3))
+    assert contiguous.target_positions(frames)[0].tolist() == [19, 20, 21, 22]
+
+
+def test_ar_positions_are_checked():
+    with pytest.raises(ValueError, match="ar_positions"):
+        dataclasses.replace(TINY, ar_positions="sideways")
+    model = tiny(dims=ALIGNED)
+    text, tl, prompt, pl, target, fl = batch()
+    audio = torch.zeros(2, 10 + 6, dtype=torch.long)
+    with pytest.raises(ValueError, match="prompt_phonemes"):
+        model.ar(text, tl, audio, pl + 1, fl)
+
+
+@pytest.mark.parametrize("dims", [TINY, ALIGNED], ids=["contiguous", "aligned"])
+def test_ar_and_nar_give_the_same_output_alone_and_in_a_padded_batch(dims):
+    model = tiny(dims=dims)
+    count = PROMPT_PHONEMES
     b = batch()
     text, tl, prompt, pl, target, fl = b
     stage = torch.tensor([1, 2])
@@ -76,22 +129,23 @@ def test_ar_and_nar_give_the_same_output_alone_and_in_a_padded_batch():
         audio = torch.zeros(2, lp + 6, dtype=torch.long)
         audio[:, :lp] = torch.cat([torch.full((2, 1), TINY.bos), prompt[:, 0]], 1)
         audio[:, lp:] = target[:, 0]
-        ar_batch = model.ar(text, tl, audio, pl + 1, fl)
+        ar_batch = model.ar(text, tl, audio, pl + 1, fl, count)
         for i in range(2):
             n_p, n_f = int(pl[i]) + 1, int(fl[i])
             a = torch.cat([audio[i, :n_p], audio[i, lp : lp + n_f]]).unsqueeze(0)
-            alone = model.ar(
-                text[i : i + 1, : tl[i]], tl[i : i + 1], a, pl[i : i + 1] + 1, fl[i : i + 1]
-            )
+            one = slice(i, i + 1)
+            alone = model.ar(text[one, : tl[i]], tl[one], a, pl[one] + 1, fl[one], count[one])
             torch.testing.assert_close(ar_batch[i, :n_p], alone[0, :n_p], atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(
                 ar_batch[i, lp : lp + n_f], alone[0, n_p:], atol=1e-5, rtol=1e-4
             )
 
 
-def test_cached_greedy_decoding_matches_a_full_forward_pass():
-    model = tiny(1)
+@pytest.mark.parametrize("dims", [TINY, ALIGNED], ids=["contiguous", "aligned"])
+def test_cached_greedy_decoding_matches_a_full_forward_pass(dims):
+    model = tiny(1, dims)
     text, tl, prompt, pl, _, _ = batch(1)
+    count = PROMPT_PHONEMES
     n = torch.tensor([8, 8])
     frames = generate_first_codebook(
         model,
@@ -102,12 +156,14 @@ def test_cached_greedy_decoding_matches_a_full_forward_pass():
         min_frames=n,
         max_frames=n,
         options=SamplingOptions(temperature=0),
+        prompt_phonemes=count,
     )
     for i in range(2):
         a = torch.cat([torch.tensor([TINY.bos]), prompt[i, 0, : pl[i]], frames[i]]).unsqueeze(0)
+        one = slice(i, i + 1)
         with torch.no_grad():
             logits = model.ar(
-                text[i : i + 1, : tl[i]], tl[i : i + 1], a, pl[i : i + 1] + 1, torch.tensor([8])
+                text[one, : tl[i]], tl[one], a, pl[one] + 1, torch.tensor([8]), count[one]
             )
         logits[..., TINY.eos] = float("-inf")
         predicted = logits[0, int(pl[i]) : int(pl[i]) + 8].argmax(-1)
@@ -155,9 +211,7 @@ def test_tiny_valle_overfits_one_item_and_regenerates_it(tmp_path, one_thread):
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
-    import dataclasses
-
-    model = VALLE(dataclasses.replace(TINY, phoneme_vocab='{"stored": "as JSON"}')).eval()
+    model = VALLE(dataclasses.replace(ALIGNED, phoneme_vocab='{"stored": "as JSON"}')).eval()
     path = save_valle(tmp_path / "valle", model)
     loaded = load_valle(path)
     assert loaded.dims == model.dims

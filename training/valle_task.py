@@ -74,6 +74,7 @@ class TTSBatch:
     prompt_lens: Tensor  # (B,)
     target: Tensor  # (B, Q, F) right-padded
     target_lens: Tensor  # (B,)
+    prompt_phonemes: Tensor  # (B,) how many of an item's text ids are the prompt's phonemes
 
 
 class PromptedDataset(Dataset):
@@ -131,6 +132,7 @@ def collate_prompted(pairs: Sequence[tuple[TTSExample, TTSExample]], join) -> TT
         torch.tensor([p.frames for p, _ in pairs]),
         target,
         torch.tensor([t.frames for _, t in pairs]),
+        torch.tensor([len(p.phonemes) for p, _ in pairs]),
     )
 
 
@@ -172,6 +174,7 @@ class VALLETask(TrainTask):
                 b.target[:, 0],
                 b.target_lens,
                 self.dims,
+                b.prompt_phonemes,
             )
         elif part == "nar":
             loss, metrics = nar_loss(

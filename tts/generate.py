@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tts.valle import VALLE, make_layout, prefix_lm_mask
+from tts.valle import VALLE, prefix_lm_mask
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,13 @@ def generate_first_codebook(
     max_frames: Tensor,
     options: SamplingOptions,
     generator: torch.Generator | None = None,
+    prompt_phonemes: Tensor | None = None,
 ) -> list[Tensor]:
     """The AR's frames for each item: `(F_b,)` codes without EOS.
 
     text `(B, Lt)`; prompt_q0 `(B, P)` right-padded; min/max_frames `(B,)`: EOS is
-    suppressed before min_frames, and an item is cut at max_frames.
+    suppressed before min_frames, and an item is cut at max_frames. prompt_phonemes `(B,)`:
+    the prompt's phoneme count in `text` (needed by an AR with aligned positions).
     """
     ar, dims = model.ar, model.dims
     b, device = text.shape[0], text.device
@@ -77,9 +79,8 @@ def generate_first_codebook(
     for i in range(b):
         audio[i, 1 : 1 + int(prompt_lens[i])] = prompt_q0[i, : int(prompt_lens[i])]
     steps = int(max_frames.max())
-    layout = make_layout(
-        text_lens, prompt_lens + 1, torch.zeros_like(text_lens), (text.shape[1], lp, 0)
-    )
+    zero = torch.zeros_like(text_lens)
+    layout = ar.layout(text_lens, prompt_lens + 1, zero, (text.shape[1], lp, 0), prompt_phonemes)
     total = text.shape[1] + lp + steps
     cache = ar.transformer.new_cache(b, total)
     valid = torch.zeros(b, total, dtype=torch.bool, device=device)
@@ -89,7 +90,6 @@ def generate_first_codebook(
     h = ar.transformer(x, mask=prefix_lm_mask(layout), positions=layout.positions, cache=cache)
     last = (text.shape[1] + prompt_lens).view(b, 1, 1).expand(b, 1, h.shape[-1])
     logits = ar.head(h.gather(1, last)[:, 0])  # (B, V) at each item's last prompt token
-    next_pos = text_lens + prompt_lens + 1  # (B,) rotary position of the first new frame
 
     # Without padding (one item, or equal lengths) every cached step stays visible, and the
     # steps run without a mask (faster on the CPU).
@@ -110,7 +110,7 @@ def generate_first_codebook(
         h = ar.transformer(
             ar.audio_embed(token.clamp(max=dims.cardinality)).unsqueeze(1),  # (B, 1, D)
             mask=valid[:, : col + 1].view(b, 1, 1, col + 1) if padded else None,
-            positions=(next_pos + step).unsqueeze(1),  # (B, 1)
+            positions=layout.target_positions(torch.tensor([step], device=device)),  # (B, 1)
             cache=cache,
         )
         logits = ar.head(h[:, 0])  # (B, V)
@@ -153,8 +153,10 @@ def generate_codes(
     max_frames: Tensor,
     options: SamplingOptions = SamplingOptions(),
     generator: torch.Generator | None = None,
+    prompt_phonemes: Tensor | None = None,
 ) -> list[Tensor]:
-    """Codes `(Q, F_b)` per item from phonemes `(B, Lt)` and prompt codes `(B, Q, P)`."""
+    """Codes `(Q, F_b)` per item from phonemes `(B, Lt)` and prompt codes `(B, Q, P)`;
+    prompt_phonemes `(B,)` as for `generate_first_codebook`."""
     first = generate_first_codebook(
         model,
         text,
@@ -165,5 +167,6 @@ def generate_codes(
         max_frames=max_frames,
         options=options,
         generator=generator,
+        prompt_phonemes=prompt_phonemes,
     )
     return generate_rest(model, text, text_lens, prompt, prompt_lens, first)

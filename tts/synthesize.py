@@ -280,6 +280,7 @@ class Synthesizer:
             max_frames=max_frames,
             options=options,
             generator=generator,
+            prompt_phonemes=torch.full((b,), len(prompt.phonemes), device=device),
         )
         out = []
         for c in codes:

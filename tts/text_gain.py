@@ -47,17 +47,26 @@ class TextGain:
 
 @torch.inference_mode()
 def target_frame_loss(
-    ar: ARModel, dims: VALLEDims, text: Tensor, prompt_q0: Tensor, target_q0: Tensor
+    ar: ARModel,
+    dims: VALLEDims,
+    text: Tensor,
+    prompt_q0: Tensor,
+    target_q0: Tensor,
+    prompt_phonemes: int,
 ) -> tuple[Tensor, Tensor]:
     """Per-frame cross-entropy `(F+1,)` and correctness `(F+1,)` of the AR's predictions of
     the target's first-codebook frames `(F,)` and its EOS, after BOS and the prompt's frames
-    `(P,)`; `text` `(L,)` is the joined [prompt | target] phoneme sequence."""
+    `(P,)`; `text` `(L,)` is the joined [prompt | target] phoneme sequence, the first
+    `prompt_phonemes` of them the prompt's."""
     p, f = prompt_q0.shape[0], target_q0.shape[0]
     device = prompt_q0.device
     bos = torch.tensor([dims.bos], device=device)
     audio = torch.cat([bos, prompt_q0, target_q0]).unsqueeze(0)  # (1, 1+P+F)
-    lens = [torch.tensor([n], device=device) for n in (text.shape[0], p + 1, f)]
-    logits = ar(text.unsqueeze(0).to(device), lens[0], audio, lens[1], lens[2])[0]  # (1+P+F, V)
+    text_len, prompt_len, target_len, count = (
+        torch.tensor([n], device=device) for n in (text.shape[0], p + 1, f, prompt_phonemes)
+    )
+    text = text.unsqueeze(0).to(device)
+    logits = ar(text, text_len, audio, prompt_len, target_len, count)[0]  # (1+P+F, V)
     # the column of the last prompt frame predicts the first target frame; the last target
     # frame's column predicts EOS
     logits = logits[p : p + f + 1].float()  # (F+1, V)
@@ -103,7 +112,9 @@ def measure_text_gain(synth: Synthesizer, items: Sequence[TTSEvalItem]) -> list[
         scores = []
         for ids in (t_ids, same_length(encoded[j][1][1], len(t_ids))):
             text = join_phonemes(p_ids, ids, bos=vocab.bos_id, eos=vocab.eos_id)
-            scores += target_frame_loss(model.ar, model.dims, text, p_codes[0], t_codes[0])
+            scores += target_frame_loss(
+                model.ar, model.dims, text, p_codes[0], t_codes[0], len(p_ids)
+            )
         per_item.append((item.group, *scores))
     groups = list(dict.fromkeys(g for g, *_ in per_item))
     out = [_pool(g, [r for r in per_item if r[0] == g]) for g in groups]

@@ -9,7 +9,9 @@ Two models share one sequence layout (per item; batches pad each region on its o
 
 Padding sits at the end of each region, and the rotary positions skip it: an item's
 positions are 0..n-1 over its valid tokens, so it sees the same sequence alone or in a
-padded batch. Every padded key is masked.
+padded batch. Every padded key is masked. An AR with `ar_positions="aligned"` places its
+audio frames among the phonemes instead (`aligned_layout`): a frame's position says how far
+through the text the speech should be.
 
 - `ARModel` (decoder-only, prefix-LM): text tokens attend to all text; audio tokens attend
   to all text and causally to the audio before them. Its audio stream is the first
@@ -45,6 +47,11 @@ KIND = "valle"
 SHIPPED_CHECKPOINT = SHIPPED_MODELS / "tts" / "valle.safetensors"
 
 
+# "contiguous": every token one position after the last (the shipped checkpoint).
+# "aligned": audio frames spread over the phonemes they say (`aligned_layout`).
+AR_POSITIONS = ("contiguous", "aligned")
+
+
 @dataclass(frozen=True)
 class VALLEDims:
     n_phonemes: int = 0  # size of the phoneme vocabulary (padding id included)
@@ -62,6 +69,13 @@ class VALLEDims:
     nar_depth: int = 6
     dropout: float = 0.1
     attn_dropout: float | None = None  # dropout on attention weights; None: `dropout`
+    ar_positions: str = "contiguous"  # the AR's rotary layout: one of AR_POSITIONS
+
+    def __post_init__(self) -> None:
+        if self.ar_positions not in AR_POSITIONS:
+            raise ValueError(
+                f"ar_positions must be one of {', '.join(AR_POSITIONS)}, got {self.ar_positions!r}"
+            )
 
     @property
     def eos(self) -> int:
@@ -78,14 +92,21 @@ class VALLEDims:
 class Layout:
     """Positions and key validity of a batch laid out as [text | prompt | target]."""
 
-    positions: Tensor  # (B, T) rotary positions, contiguous over each item's valid tokens
+    positions: Tensor  # (B, T) rotary positions (integer, or float for the aligned layout)
     valid: Tensor  # (B, T) True where the token exists
     text: int  # width of the text region
     prompt: int  # width of the prompt region
+    target_start: Tensor  # (B,) position of each item's first target frame
+    target_step: Tensor  # (B,) position step from one target frame to the next
+
+    def target_positions(self, frames: Tensor) -> Tensor:
+        """Positions `(B, N)` of target frames numbered `frames` `(N,)` or `(B, N)`."""
+        return self.target_start.unsqueeze(1) + frames * self.target_step.unsqueeze(1)
 
 
 def make_layout(text_lens: Tensor, prompt_lens: Tensor, target_lens: Tensor, widths) -> Layout:
-    """`widths` = (text, prompt, target) region widths; lengths `(B,)` per region."""
+    """`widths` = (text, prompt, target) region widths; lengths `(B,)` per region.
+    Contiguous positions: 0..n-1 over each item's valid tokens."""
     lt, lp, lf = widths
     device = text_lens.device
 
@@ -99,7 +120,41 @@ def make_layout(text_lens: Tensor, prompt_lens: Tensor, target_lens: Tensor, wid
     pos_f, ok_f = region(target_lens, lf, text_lens + prompt_lens)
     positions = torch.cat([pos_t, pos_p, pos_f], dim=1)  # (B, T)
     valid = torch.cat([ok_t, ok_p, ok_f], dim=1)  # (B, T)
-    return Layout(positions * valid, valid, lt, lp)
+    start = text_lens + prompt_lens
+    return Layout(positions * valid, valid, lt, lp, start, torch.ones_like(start))
+
+
+def aligned_layout(
+    text_lens: Tensor, prompt_phonemes: Tensor, prompt_lens: Tensor, target_lens: Tensor, widths
+) -> Layout:
+    """The AR's layout with its audio frames spread over the phonemes they say.
+
+    The text `[bos] prompt [eos] [bos] target [eos]` keeps positions 0..L-1, so prompt
+    phoneme i sits at 1 + i and target phoneme j at Lp + 3 + j (`prompt_phonemes` = Lp).
+    The prompt region `[BOS, P frames]` (`prompt_lens` = P + 1) advances at the prompt's
+    speaking rate, r = Lp / P phonemes a frame: frame k at 1 + k r, so the prompt's audio
+    spans its phonemes. The target frames go on at the same rate from the target's first
+    phoneme, Lp + 3 + t r: the rate is the prompt's in training as in synthesis, where the
+    target's length is unknown. Relative positions (all rotary sees) then tell an audio
+    frame which phonemes it is near, instead of a distance that grows with the prompt.
+    """
+    lt, lp, lf = widths
+    device = text_lens.device
+    frames = (prompt_lens - 1).clamp(min=1)
+    rate = prompt_phonemes.clamp(min=1).double() / frames  # (B,) phonemes a frame
+
+    def region(lens: Tensor, width: int, start: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
+        idx = torch.arange(width, device=device).unsqueeze(0)  # (1, W)
+        pos = start.unsqueeze(1) + idx * step.unsqueeze(1)
+        return pos, idx < lens.unsqueeze(1)  # (B, W) each
+
+    pos_t, ok_t = region(text_lens, lt, torch.zeros_like(rate), torch.ones_like(rate))
+    pos_p, ok_p = region(prompt_lens, lp, 1 - rate, rate)  # BOS one frame before the first
+    start = prompt_phonemes.double() + 3
+    pos_f, ok_f = region(target_lens, lf, start, rate)
+    positions = torch.cat([pos_t, pos_p, pos_f], dim=1)  # (B, T) float64
+    valid = torch.cat([ok_t, ok_p, ok_f], dim=1)
+    return Layout(positions * valid, valid, lt, lp, start, rate)
 
 
 def prefix_lm_mask(layout: Layout) -> Tensor:
@@ -134,19 +189,40 @@ class ARModel(nn.Module):
             nn.init.normal_(emb.weight, std=0.02)
         nn.init.normal_(self.head.weight, std=0.02)
 
+    def layout(
+        self,
+        text_lens: Tensor,
+        prompt_lens: Tensor,
+        target_lens: Tensor,
+        widths,
+        prompt_phonemes: Tensor | None = None,
+    ) -> Layout:
+        """The layout of `dims.ar_positions`; `prompt_phonemes` `(B,)` (the prompt's phoneme
+        count in the text) is needed by the aligned one."""
+        if self.dims.ar_positions == "contiguous":
+            return make_layout(text_lens, prompt_lens, target_lens, widths)
+        if prompt_phonemes is None:
+            raise ValueError("the aligned AR layout needs prompt_phonemes")
+        return aligned_layout(text_lens, prompt_phonemes, prompt_lens, target_lens, widths)
+
     def embed(self, text: Tensor, audio: Tensor) -> Tensor:
         """text `(B, Lt)` phoneme ids, audio `(B, La)` AR audio ids -> `(B, Lt+La, D)`."""
         return torch.cat([self.text_embed(text), self.audio_embed(audio)], dim=1)
 
     def forward(
-        self, text: Tensor, text_lens: Tensor, audio: Tensor, prompt_lens: Tensor, target_lens
+        self,
+        text: Tensor,
+        text_lens: Tensor,
+        audio: Tensor,
+        prompt_lens: Tensor,
+        target_lens: Tensor,
+        prompt_phonemes: Tensor | None = None,
     ) -> Tensor:
         """Logits `(B, La, cardinality+1)` at every audio column (the prompt region holds
         `prompt_lens` tokens, BOS included; the target region the rest of `audio`)."""
         lp = int(prompt_lens.max())
-        layout = make_layout(
-            text_lens, prompt_lens, target_lens, (text.shape[1], lp, audio.shape[1] - lp)
-        )
+        widths = (text.shape[1], lp, audio.shape[1] - lp)
+        layout = self.layout(text_lens, prompt_lens, target_lens, widths, prompt_phonemes)
         x = self.embed(text, audio)  # (B, T, D)
         h = self.transformer(x, mask=prefix_lm_mask(layout), positions=layout.positions)
         return self.head(h[:, text.shape[1] :])  # (B, La, V)
@@ -234,11 +310,20 @@ def join_phonemes(prompt: Tensor, target: Tensor, *, bos: int, eos: int) -> Tens
 
 
 def ar_loss(
-    model: nn.Module, text, text_lens, prompt_q0, prompt_lens, target_q0, target_lens, dims
+    model: nn.Module,
+    text,
+    text_lens,
+    prompt_q0,
+    prompt_lens,
+    target_q0,
+    target_lens,
+    dims,
+    prompt_phonemes: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Next-token cross-entropy of the AR over the prompt and target frames and EOS.
 
-    prompt_q0 `(B, P)`, target_q0 `(B, F)` first-codebook codes, right-padded."""
+    prompt_q0 `(B, P)`, target_q0 `(B, F)` first-codebook codes, right-padded;
+    prompt_phonemes `(B,)` the prompt's phoneme count in `text` (for the aligned layout)."""
     b = text.shape[0]
     device = text.device
     lp, lf = prompt_q0.shape[1] + 1, target_q0.shape[1]
@@ -253,7 +338,7 @@ def ar_loss(
         )
         targets[i, : p + 1] = stream[: p + 1]  # BOS p1..pP predict p1..pP t1 (or EOS)
         targets[i, lp : lp + f] = stream[p + 1 :]  # t1..tF predict t2..tF EOS
-    logits = model(text, text_lens, audio, prompt_lens + 1, target_lens)  # (B, La, V)
+    logits = model(text, text_lens, audio, prompt_lens + 1, target_lens, prompt_phonemes)
     loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
     return loss, {"accuracy": _accuracy(logits, targets)}
 

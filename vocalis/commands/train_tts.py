@@ -4,7 +4,8 @@ Sections (unknown keys are refused, naming the key):
 
     "train"  training.trainer.TrainConfig (out_dir defaults to runs/<config name>)
     "model"  tts.valle.VALLEDims: n_codebooks, dim, heads, kv_heads, ar_depth, nar_depth,
-             dropout, attn_dropout (the vocabulary and the codec's figures are filled in here)
+             dropout, attn_dropout, ar_positions (the vocabulary and the codec's figures
+             are filled in here; --init may come with another ar_positions)
     "parts"  training.valle_task.VALLEParts: {"freeze": ["nar"]} trains the AR alone
              (the frozen model comes from --init and is exported unchanged)
     "data"   training.valle_task.VALLEDataConfig plus "manifests" (as for the other
@@ -129,7 +130,8 @@ def run_valle(args: argparse.Namespace) -> int:
     torch.manual_seed(train.seed)  # the same initial weights for the same config
     model = VALLE(dims)
     if start is not None:
-        if with_training_settings(start.dims, dims) != dims:
+        # The AR's position layout is not in its weights: an init may start a new layout.
+        if with_training_settings(start.dims, dims, ar_positions=dims.ar_positions) != dims:
             raise VocalisError(f"--init {args.init}: its dims, vocabulary or codec differ")
         load_weights(model, start.state_dict(), source=str(args.init))
     write_json_atomic(
