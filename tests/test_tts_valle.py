@@ -76,30 +76,32 @@ def test_layout_positions_skip_padding():
     assert layout.positions[1].tolist() == [0, 1, 2, 3, 4, 5, 0]
 
 
-def test_aligned_layout_spreads_the_frames_over_the_phonemes():
-    # item 0: 4 prompt phonemes, 2 target ones (text of 10), BOS + 8 prompt frames, 3 target
-    # frames: 0.5 phonemes a frame; item 1 is shorter everywhere (padding)
-    layout = aligned_layout(
-        torch.tensor([10, 7]),
-        torch.tensor([4, 2]),
-        torch.tensor([9, 5]),
-        torch.tensor([3, 2]),
-        (10, 9, 3),
-    )
+def test_aligned_layout_places_the_phonemes_among_their_frames():
+    # item 0: 4 prompt phonemes over 8 frames (2 a phoneme), 2 target phonemes over 3 frames;
+    # item 1 is shorter everywhere (padding)
+    lens = torch.tensor([10, 7]), torch.tensor([4, 2]), torch.tensor([9, 5])
+    layout = aligned_layout(*lens, torch.tensor([3, 2]), (10, 9, 3))
     pos = layout.positions
     assert pos.dtype == torch.float64
-    assert pos[0, :10].tolist() == list(range(10))
-    assert pos[0, 10:19].tolist() == [0.5 * k for k in range(1, 10)]  # BOS, 1, 1.5 .. 5
-    assert pos[0, 19:].tolist() == [7.0, 7.5, 8.0]  # the first target phoneme is at 4 + 3
-    # item 1: 2 prompt phonemes over 4 frames, then from its first target phoneme (5)
-    text_1 = [0, 1, 2, 3, 4, 5, 6, 0, 0, 0]  # 7 of 10
-    assert pos[1].tolist() == text_1 + [0.5, 1.0, 1.5, 2.0, 2.5, 0, 0, 0, 0] + [5.0, 5.5, 0]
+    # text: [bos] at 0, prompt phonemes every 2 frames from the first prompt frame (2), [eos]
+    # at the first target frame (10); target phonemes every 1.5 frames from there
+    assert pos[0, :10].tolist() == [0, 2, 4, 6, 8, 10, 8.5, 10, 11.5, 13]
+    assert pos[0, 10:].tolist() == list(range(1, 10)) + [10, 11, 12]  # audio: contiguous
+    text_1, prompt_1, target_1 = (
+        [0, 2, 4, 6, 4, 6, 8, 0, 0, 0],
+        [1, 2, 3, 4, 5, 0, 0, 0, 0],
+        [6, 7, 0],
+    )
+    assert pos[1].tolist() == text_1 + prompt_1 + target_1
     regions = [(7, 3), (5, 4), (2, 1)]  # (valid, padding) of text, prompt and target
     assert layout.valid[1].tolist() == [v for n, m in regions for v in [True] * n + [False] * m]
-    frames = torch.arange(4)
-    assert layout.target_positions(frames)[0].tolist() == [7.0, 7.5, 8.0, 8.5]
+    assert layout.target_positions(torch.arange(4))[0].tolist() == [10, 11, 12, 13]
+    # In synthesis the target's length is unknown: its phonemes follow the prompt's rate
+    ahead = aligned_layout(*lens, torch.tensor([0, 0]), (10, 9, 0))
+    assert ahead.positions[0, 6:10].tolist() == [8, 10, 12, 14]
+    assert torch.equal(ahead.positions[:, :6], pos[:, :6])
     contiguous = make_layout(torch.tensor([10]), torch.tensor([9]), torch.tensor([3]), (10, 9, 3))
-    assert contiguous.target_positions(frames)[0].tolist() == [19, 20, 21, 22]
+    assert contiguous.target_positions(torch.arange(4))[0].tolist() == [19, 20, 21, 22]
 
 
 def test_ar_positions_are_checked():

@@ -9,9 +9,9 @@ Two models share one sequence layout (per item; batches pad each region on its o
 
 Padding sits at the end of each region, and the rotary positions skip it: an item's
 positions are 0..n-1 over its valid tokens, so it sees the same sequence alone or in a
-padded batch. Every padded key is masked. An AR with `ar_positions="aligned"` places its
-audio frames among the phonemes instead (`aligned_layout`): a frame's position says how far
-through the text the speech should be.
+padded batch. Every padded key is masked. An AR with `ar_positions="aligned"` places each
+phoneme among the audio frames that say it instead (`aligned_layout`): a frame's position
+says how far through the text the speech should be.
 
 - `ARModel` (decoder-only, prefix-LM): text tokens attend to all text; audio tokens attend
   to all text and causally to the audio before them. Its audio stream is the first
@@ -48,7 +48,7 @@ SHIPPED_CHECKPOINT = SHIPPED_MODELS / "tts" / "valle.safetensors"
 
 
 # "contiguous": every token one position after the last (the shipped checkpoint).
-# "aligned": audio frames spread over the phonemes they say (`aligned_layout`).
+# "aligned": each phoneme among the audio frames that say it (`aligned_layout`).
 AR_POSITIONS = ("contiguous", "aligned")
 
 
@@ -127,34 +127,49 @@ def make_layout(text_lens: Tensor, prompt_lens: Tensor, target_lens: Tensor, wid
 def aligned_layout(
     text_lens: Tensor, prompt_phonemes: Tensor, prompt_lens: Tensor, target_lens: Tensor, widths
 ) -> Layout:
-    """The AR's layout with its audio frames spread over the phonemes they say.
+    """The AR's layout with each phoneme placed among the audio frames that say it.
 
-    The text `[bos] prompt [eos] [bos] target [eos]` keeps positions 0..L-1, so prompt
-    phoneme i sits at 1 + i and target phoneme j at Lp + 3 + j (`prompt_phonemes` = Lp).
-    The prompt region `[BOS, P frames]` (`prompt_lens` = P + 1) advances at the prompt's
-    speaking rate, r = Lp / P phonemes a frame: frame k at 1 + k r, so the prompt's audio
-    spans its phonemes. The target frames go on at the same rate from the target's first
-    phoneme, Lp + 3 + t r: the rate is the prompt's in training as in synthesis, where the
-    target's length is unknown. Relative positions (all rotary sees) then tell an audio
-    frame which phonemes it is near, instead of a distance that grows with the prompt.
+    The audio keeps contiguous positions, `[BOS, P prompt frames | target frames]` one apart
+    (`prompt_lens` = P + 1), as in the contiguous layout. The text `[bos] prompt [eos] [bos]
+    target [eos]` is spread over them: prompt phoneme i sits at prompt frame i P / Lp
+    (`prompt_phonemes` = Lp), target phoneme j at target frame j F / Lt, each part's [bos]
+    one phoneme before its first and its [eos] where its speech ends. Relative positions (all
+    rotary sees) then tell an audio frame which phonemes it is saying, where the contiguous
+    layout leaves a distance that grows with both lengths.
+
+    The target's rate F / Lt is its own when its frames are given (training, scoring real
+    speech); in synthesis (`target_lens` 0) it is the prompt's, so the model speaks at the
+    prompt's pace and its text ends where the prompt's rate says the speech should.
     """
     lt, lp, lf = widths
     device = text_lens.device
-    frames = (prompt_lens - 1).clamp(min=1)
-    rate = prompt_phonemes.clamp(min=1).double() / frames  # (B,) phonemes a frame
+    frames = prompt_lens - 1  # (B,) prompt frames after BOS
+    prompt_rate = frames.clamp(min=1) / prompt_phonemes.clamp(min=1).double()  # frames/phoneme
+    target_phonemes = (text_lens - prompt_phonemes - 4).clamp(min=1)
+    own_rate = target_lens / target_phonemes.double()
+    target_rate = torch.where(target_lens > 0, own_rate, prompt_rate)  # (B,)
+    first = prompt_rate  # the prompt's first frame, so that the text's [bos] sits at 0
+    start = first + frames  # (B,) the first target frame
 
-    def region(lens: Tensor, width: int, start: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
-        idx = torch.arange(width, device=device).unsqueeze(0)  # (1, W)
-        pos = start.unsqueeze(1) + idx * step.unsqueeze(1)
-        return pos, idx < lens.unsqueeze(1)  # (B, W) each
+    def column(b: Tensor) -> Tensor:  # (B,) -> (B, 1)
+        return b.unsqueeze(1)
 
-    pos_t, ok_t = region(text_lens, lt, torch.zeros_like(rate), torch.ones_like(rate))
-    pos_p, ok_p = region(prompt_lens, lp, 1 - rate, rate)  # BOS one frame before the first
-    start = prompt_phonemes.double() + 3
-    pos_f, ok_f = region(target_lens, lf, start, rate)
+    idx = torch.arange(lt, device=device).unsqueeze(0)  # (1, Lt)
+    in_target = idx >= column(prompt_phonemes + 2)  # (B, Lt): from the target's [bos] on
+    pos_t = torch.where(
+        in_target,
+        column(start) + (idx - column(prompt_phonemes + 3)) * column(target_rate),
+        column(first) + (idx - 1) * column(prompt_rate),
+    )
+    idx_p = torch.arange(lp, device=device).unsqueeze(0)
+    pos_p = column(first) - 1 + idx_p  # BOS one frame before the first
+    idx_f = torch.arange(lf, device=device).unsqueeze(0)
+    pos_f = column(start) + idx_f
     positions = torch.cat([pos_t, pos_p, pos_f], dim=1)  # (B, T) float64
-    valid = torch.cat([ok_t, ok_p, ok_f], dim=1)
-    return Layout(positions * valid, valid, lt, lp, start, rate)
+    valid = torch.cat(
+        [idx < column(text_lens), idx_p < column(prompt_lens), idx_f < column(target_lens)], dim=1
+    )
+    return Layout(positions * valid, valid, lt, lp, start, torch.ones_like(start))
 
 
 def prefix_lm_mask(layout: Layout) -> Tensor:
