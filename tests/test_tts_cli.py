@@ -192,7 +192,17 @@ def test_bad_input_gives_a_one_line_error(trained, capsys, text, voice_kind, mes
     assert len(err) == 1 and message in err[0] and err[0].startswith("vocalis: error:")
 
 
-@pytest.mark.parametrize("name", ["valle_cpu", "valle_gpu", "valle_lease", "valle_ar_cpu", "valle_ar_aligned_cpu"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "valle_cpu",
+        "valle_gpu",
+        "valle_lease",
+        "valle_ar_cpu",
+        "valle_ar_aligned_cpu",
+        "valle_lease_aligned",
+    ],
+)
 def test_shipped_configs_build(name):
     from pathlib import Path
 
