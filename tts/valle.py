@@ -96,12 +96,11 @@ class Layout:
     valid: Tensor  # (B, T) True where the token exists
     text: int  # width of the text region
     prompt: int  # width of the prompt region
-    target_start: Tensor  # (B,) position of each item's first target frame
-    target_step: Tensor  # (B,) position step from one target frame to the next
+    target_start: Tensor  # (B,) position of each item's first target frame (then one apart)
 
     def target_positions(self, frames: Tensor) -> Tensor:
         """Positions `(B, N)` of target frames numbered `frames` `(N,)` or `(B, N)`."""
-        return self.target_start.unsqueeze(1) + frames * self.target_step.unsqueeze(1)
+        return self.target_start.unsqueeze(1) + frames
 
 
 def make_layout(text_lens: Tensor, prompt_lens: Tensor, target_lens: Tensor, widths) -> Layout:
@@ -120,8 +119,7 @@ def make_layout(text_lens: Tensor, prompt_lens: Tensor, target_lens: Tensor, wid
     pos_f, ok_f = region(target_lens, lf, text_lens + prompt_lens)
     positions = torch.cat([pos_t, pos_p, pos_f], dim=1)  # (B, T)
     valid = torch.cat([ok_t, ok_p, ok_f], dim=1)  # (B, T)
-    start = text_lens + prompt_lens
-    return Layout(positions * valid, valid, lt, lp, start, torch.ones_like(start))
+    return Layout(positions * valid, valid, lt, lp, text_lens + prompt_lens)
 
 
 def aligned_layout(
@@ -169,7 +167,7 @@ def aligned_layout(
     valid = torch.cat(
         [idx < column(text_lens), idx_p < column(prompt_lens), idx_f < column(target_lens)], dim=1
     )
-    return Layout(positions * valid, valid, lt, lp, start, torch.ones_like(start))
+    return Layout(positions * valid, valid, lt, lp, start)
 
 
 def prefix_lm_mask(layout: Layout) -> Tensor:
