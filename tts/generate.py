@@ -110,7 +110,7 @@ def generate_first_codebook(
         h = ar.transformer(
             ar.audio_embed(token.clamp(max=dims.cardinality)).unsqueeze(1),  # (B, 1, D)
             mask=valid[:, : col + 1].view(b, 1, 1, col + 1) if padded else None,
-            positions=layout.target_positions(torch.tensor([step], device=device)),  # (B, 1)
+            positions=layout.target_positions(step),  # (B, 1)
             cache=cache,
         )
         logits = ar.head(h[:, 0])  # (B, V)

@@ -98,8 +98,9 @@ class Layout:
     prompt: int  # width of the prompt region
     target_start: Tensor  # (B,) position of each item's first target frame (then one apart)
 
-    def target_positions(self, frames: Tensor) -> Tensor:
-        """Positions `(B, N)` of target frames numbered `frames` `(N,)` or `(B, N)`."""
+    def target_positions(self, frames: Tensor | int) -> Tensor:
+        """Positions `(B, N)` of target frames numbered `frames` `(N,)` or `(B, N)`; `(B, 1)`
+        for one frame number."""
         return self.target_start.unsqueeze(1) + frames
 
 
@@ -139,8 +140,8 @@ def aligned_layout(
     speech); in synthesis (`target_lens` 0) it is the prompt's, so the model speaks at the
     prompt's pace and its text ends where the prompt's rate says the speech should.
     """
-    lt, lp, lf = widths
-    device = text_lens.device
+    lt = widths[0]
+    contiguous = make_layout(text_lens, prompt_lens, target_lens, widths)  # its mask and audio
     frames = prompt_lens - 1  # (B,) prompt frames after BOS
     prompt_rate = frames.clamp(min=1) / prompt_phonemes.clamp(min=1).double()  # frames/phoneme
     target_phonemes = (text_lens - prompt_phonemes - 4).clamp(min=1)
@@ -152,22 +153,18 @@ def aligned_layout(
     def column(b: Tensor) -> Tensor:  # (B,) -> (B, 1)
         return b.unsqueeze(1)
 
-    idx = torch.arange(lt, device=device).unsqueeze(0)  # (1, Lt)
+    idx = torch.arange(lt, device=text_lens.device).unsqueeze(0)  # (1, Lt)
     in_target = idx >= column(prompt_phonemes + 2)  # (B, Lt): from the target's [bos] on
     pos_t = torch.where(
         in_target,
         column(start) + (idx - column(prompt_phonemes + 3)) * column(target_rate),
         column(first) + (idx - 1) * column(prompt_rate),
     )
-    idx_p = torch.arange(lp, device=device).unsqueeze(0)
-    pos_p = column(first) - 1 + idx_p  # BOS one frame before the first
-    idx_f = torch.arange(lf, device=device).unsqueeze(0)
-    pos_f = column(start) + idx_f
-    positions = torch.cat([pos_t, pos_p, pos_f], dim=1)  # (B, T) float64
-    valid = torch.cat(
-        [idx < column(text_lens), idx_p < column(prompt_lens), idx_f < column(target_lens)], dim=1
-    )
-    return Layout(positions * valid, valid, lt, lp, start)
+    # the contiguous audio moved so that BOS sits one frame before the first prompt frame
+    pos_audio = contiguous.positions[:, lt:] + column(first - 1 - text_lens)
+    positions = torch.cat([pos_t, pos_audio], dim=1)  # (B, T) float64
+    valid = contiguous.valid
+    return Layout(positions * valid, valid, lt, contiguous.prompt, start)
 
 
 def prefix_lm_mask(layout: Layout) -> Tensor:
